@@ -1,0 +1,2 @@
+class NpuboxError(Exception):
+    """An error a user can act on. Its message is one or two sentences, shown without a traceback."""

@@ -1,0 +1,82 @@
+"""Load a YAML file into a pydantic model with errors that name the file, the field path,
+the bad value and what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from llm.errors import NpuboxError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(NpuboxError):
+    def __init__(self, path: Path | str, problems: list[str]):
+        self.path = str(path)
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{path}: invalid ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n{lines}")
+
+
+def _field_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def describe_validation_error(err: ValidationError) -> list[str]:
+    problems = []
+    for e in err.errors(include_url=False):
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        field = _field_path(loc)
+        if e["type"] == "missing":
+            problems.append(f"field `{field}` is missing: {e['msg'].lower()}")
+        elif e["type"] == "extra_forbidden":
+            problems.append(f"field `{field}` is not a known field (value {_short(e['input'])}); check its spelling")
+        else:
+            msg = e["msg"]
+            msg = msg.removeprefix("Value error, ")
+            problems.append(f"field `{field}` has value {_short(e['input'])}: expected {msg[0].lower() + msg[1:]}")
+    return problems
+
+
+def parse_yaml_text(text: str, path: Path | str) -> object:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = ""
+        mark = getattr(e, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(path, [f"malformed YAML{where}: {problem}"]) from None
+
+
+def load_model(path: Path | str, model: type[M], *, context: dict | None = None) -> M:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NpuboxError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise NpuboxError(f"{path}: cannot be read ({e})") from None
+    data = parse_yaml_text(text, path)
+    if not isinstance(data, dict):
+        raise ConfigError(path, [f"the top level must be a mapping of fields, got {type(data).__name__}"])
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as e:
+        raise ConfigError(path, describe_validation_error(e)) from None
