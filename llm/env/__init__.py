@@ -1,0 +1,1 @@
+"""Host side of npubox: spec → image → devices → container. Light: never imports torch."""

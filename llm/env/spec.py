@@ -1,0 +1,284 @@
+"""The environment spec (`envs/<name>.yaml`): one pinned stack, validated.
+
+Validation errors name the file, the field path, the bad value and what was expected
+(see llm.yamlfile). The spec plus its lock file hash into the image tag, so the same spec
+gives the same tag on every machine and a changed pin can never hide behind an old tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+import llm
+from llm.errors import NpuboxError
+from llm.yamlfile import load_model
+
+ENV_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+PIN_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[A-Za-z0-9,._-]+\])?==([A-Za-z0-9.+!_-]+)$")
+ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+VERSION_RE = re.compile(r"^\d+\.\d+(\.\d+)?([a-z0-9.+-]*)$")
+
+Arch = Literal["x86_64", "aarch64"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Bootstrap(Strict):
+    """How to make the base locally with debootstrap when `image` cannot be pulled."""
+
+    suite: str = "bookworm"
+    variant: Literal["minbase", "buildd"] = "minbase"
+    packages: list[str] = Field(min_length=1)
+
+
+class Base(Strict):
+    image: str = Field(min_length=1, description="a pullable image reference")
+    digest: str | None = None
+    bootstrap: Bootstrap | None = None
+
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"sha256:[0-9a-f]{64}", v):
+            raise ValueError("a digest of the form sha256:<64 hex digits>")
+        return v
+
+
+class Source(Strict):
+    """A source checkout pinned by commit."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    url: str = Field(min_length=1)
+    ref: str | None = None  # the branch or tag the commit was read from, for humans
+    commit: str
+    install: Literal["editable", "pythonpath", "copy-into"]
+    into: str | None = None  # copy-into: "<source>/<path>", e.g. MindSpeed-LLM/megatron
+    subdir: str | None = None  # copy-into: what to copy from this checkout, e.g. megatron
+
+    @field_validator("commit")
+    @classmethod
+    def _commit(cls, v: str) -> str:
+        if not SHA_RE.match(v):
+            raise ValueError("a full 40-character lowercase hex commit SHA (branch and tag names are not pins)")
+        return v
+
+    @model_validator(mode="after")
+    def _into(self):
+        if self.install == "copy-into" and not self.into:
+            raise ValueError("`into` (where to copy, e.g. MindSpeed-LLM/megatron) when install is copy-into")
+        return self
+
+
+class Cann(Strict):
+    version: str
+    installers: list[str] = Field(default_factory=list)  # file name patterns in the vendor folder
+    min_driver: str | None = None
+
+
+class Spec(Strict):
+    name: str
+    version: str
+    description: str = ""
+    accelerator: Literal["npu", "cuda", "cpu"]
+    arch: list[Arch] = Field(min_length=1)
+    base: Base
+    python: str
+    requirements: list[str] = Field(min_length=1)
+    lock: str
+    cann: Cann | None = None
+    sources: list[Source] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    shm_size: str = "1g"
+    models: list[str] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not ENV_NAME_RE.match(v):
+            raise ValueError("a name of lowercase letters, digits, '.', '_' or '-' (at most 64 characters)")
+        return v
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if not VERSION_RE.match(v):
+            raise ValueError("a version such as 1.0.0")
+        return v
+
+    @field_validator("python")
+    @classmethod
+    def _python(cls, v: str) -> str:
+        if not re.fullmatch(r"3\.\d{1,2}", v):
+            raise ValueError("a Python minor version such as 3.11")
+        return v
+
+    @field_validator("requirements")
+    @classmethod
+    def _requirements(cls, v: list[str]) -> list[str]:
+        seen = set()
+        for i, req in enumerate(v):
+            m = PIN_RE.match(req)
+            if not m:
+                raise ValueError(f"every requirement pinned as name==version; item {i} is {req!r}")
+            key = normalize(m.group(1))
+            if key in seen:
+                raise ValueError(f"each package once; {m.group(1)!r} appears twice")
+            seen.add(key)
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not ENV_VAR_RE.match(key):
+                raise ValueError(f"environment variable names of letters, digits and '_'; {key!r} is not one")
+        return v
+
+    @field_validator("shm_size")
+    @classmethod
+    def _shm(cls, v: str) -> str:
+        if not re.fullmatch(r"\d+[bkmg]?", v):
+            raise ValueError("a size such as 512m or 16g")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_field(self):
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"each source name once; duplicated: {', '.join(dupes)}")
+        if self.accelerator == "npu" and self.cann is None:
+            raise ValueError("a `cann` section (version, installers) for accelerator npu")
+        if self.accelerator != "npu" and self.cann is not None:
+            raise ValueError(f"no `cann` section for accelerator {self.accelerator} (CANN is for npu only)")
+        return self
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+class LockEntry(BaseModel):
+    name: str
+    version: str
+    hashes: list[str]
+
+
+def parse_lock(path: Path) -> list[LockEntry]:
+    """Read a pip-compile lock with hashes: `name==version \\` then `--hash=sha256:...` lines."""
+    entries: list[LockEntry] = []
+    current: LockEntry | None = None
+    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.split("#", 1)[0].strip().rstrip("\\").strip()
+        if not line:
+            continue
+        if line.startswith("--hash="):
+            if current is None:
+                raise NpuboxError(f"{path}:{lineno}: a --hash line before any requirement")
+            current.hashes.append(line.removeprefix("--hash="))
+            continue
+        if line.startswith("-"):
+            continue  # pip options such as --find-links are site settings, not pins
+        m = PIN_RE.match(line.split(";", 1)[0].strip())
+        if not m:
+            raise NpuboxError(f"{path}:{lineno}: expected `name==version`, got {raw.strip()!r}")
+        current = LockEntry(name=m.group(1), version=m.group(3), hashes=[])
+        entries.append(current)
+    missing = [e.name for e in entries if not e.hashes]
+    if missing:
+        raise NpuboxError(f"{path}: every pin needs a --hash (builds use --require-hashes); none for {', '.join(missing)}")
+    return entries
+
+
+class LoadedSpec:
+    """A validated spec with the file it came from and its lock."""
+
+    def __init__(self, spec: Spec, path: Path):
+        self.spec = spec
+        self.path = path
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.parent / self.spec.lock
+
+    @cached_property
+    def lock(self) -> list[LockEntry]:
+        if not self.lock_path.is_file():
+            raise NpuboxError(
+                f"{self.path}: lock file {self.lock_path} does not exist; run `invoke lock --env {self.name}` to create it"
+            )
+        entries = parse_lock(self.lock_path)
+        locked = {normalize(e.name): e.version for e in entries}
+        for req in self.spec.requirements:
+            m = PIN_RE.match(req)
+            name, version = normalize(m.group(1)), m.group(3)
+            if locked.get(name) != version:
+                raise NpuboxError(
+                    f"{self.lock_path}: out of date with {self.path}: requirement {req} is locked as "
+                    f"{locked.get(name, 'absent')}; run `invoke lock --env {self.name}`"
+                )
+        return entries
+
+    def pins(self) -> dict[str, str]:
+        return {normalize(e.name): e.version for e in self.lock}
+
+    @cached_property
+    def content_hash(self) -> str:
+        """sha256 over the spec's canonical content, the lock and the llm package version.
+
+        Canonical JSON, not the YAML bytes: comments, key order and the file's location do not
+        change the tag; any pin does."""
+        h = hashlib.sha256()
+        h.update(json.dumps(self.spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode())
+        h.update(b"\0lock\0")
+        h.update("\n".join(f"{normalize(e.name)}=={e.version} {' '.join(sorted(e.hashes))}" for e in self.lock).encode())
+        h.update(b"\0llm\0" + llm.__version__.encode())
+        return h.hexdigest()
+
+    @property
+    def tag(self) -> str:
+        return f"npubox/{self.name}:{self.spec.version}-{self.content_hash[:12]}"
+
+
+def load_spec_file(path: Path | str) -> LoadedSpec:
+    path = Path(path)
+    spec = load_model(path, Spec)
+    if spec.name != path.stem:
+        raise NpuboxError(f"{path}: field `name` is {spec.name!r}: expected the file's own name {path.stem!r}")
+    return LoadedSpec(spec, path)
+
+
+def envs_dir() -> Path:
+    """The envs/ folder of the checkout (or NPUBOX_ENVS_DIR)."""
+    import os
+
+    override = os.environ.get("NPUBOX_ENVS_DIR")
+    return Path(override) if override else Path(__file__).resolve().parents[2] / "envs"
+
+
+def env_names(directory: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in (directory or envs_dir()).glob("*.yaml"))
+
+
+def load_spec(name: str, directory: Path | None = None) -> LoadedSpec:
+    directory = directory or envs_dir()
+    if not ENV_NAME_RE.match(name or ""):
+        raise NpuboxError(f"env name {name!r} is not valid: use lowercase letters, digits, '.', '_' and '-'")
+    path = directory / f"{name}.yaml"
+    if not path.is_file():
+        raise NpuboxError(f"unknown env {name!r}; known envs: {', '.join(env_names(directory)) or '(none)'}")
+    return load_spec_file(path)
