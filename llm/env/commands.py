@@ -1,0 +1,141 @@
+"""What each `invoke` task does, callable without Invoke (tasks.py only parses and prints)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from llm.env import container
+from llm.env.base import ensure_base
+from llm.env.devices import device_flags
+from llm.env.engine import _stderr_echo, docker, ensure_daemon
+from llm.env.image import REPO_ROOT, build_image
+from llm.env.lock import write_lock
+from llm.env.site import Site
+from llm.env.spec import LoadedSpec, env_names, load_spec
+from llm.errors import NpuboxError
+
+PHASES = ("env", "sample", "convert", "preprocess", "pretrain", "launch", "eval", "all")
+DEFAULT_WORKSPACE = Path(os.environ.get("NPUBOX_HOST_WORKSPACE", "workspace"))
+
+
+def list_envs() -> list[tuple[str, str, str, str]]:
+    rows = []
+    for name in env_names():
+        loaded = load_spec(name)
+        rows.append((name, loaded.spec.accelerator, loaded.spec.version, loaded.spec.description))
+    return rows
+
+
+def list_models() -> list[tuple[str, str, str, str]]:
+    from llm.recipes import load_recipe, recipe_names
+
+    rows = []
+    for name in recipe_names():
+        r = load_recipe(name)
+        a = r.architecture
+        shape = f"{a.num_layers}L h{a.hidden_size} ffn{a.ffn_hidden_size} heads{a.num_attention_heads}/{a.num_query_groups}"
+        pre = r.defaults("pretrain")
+        rows.append((name, r.family, shape, f"TP{pre.tp} PP{pre.pp}"))
+    return rows
+
+
+def base_image(env: str, force_bootstrap: bool = False) -> str:
+    loaded = load_spec(env)
+    ensure_daemon()
+    return ensure_base(loaded, force_bootstrap=force_bootstrap)
+
+
+def lock(env: str, wheelhouse: list[str]) -> Path:
+    loaded = load_spec(env)
+    return write_lock(loaded, Site([Path(w) for w in wheelhouse]))
+
+
+def build(env: str, wheelhouse: list[str]) -> str:
+    loaded = load_spec(env)
+    ensure_daemon()
+    return build_image(loaded, Site([Path(w) for w in wheelhouse]))
+
+
+def validate_run_request(env: str, model: str, phase: str) -> LoadedSpec:
+    """Refuse an unknown env, model or phase with the list of valid ones, before touching Docker."""
+    from llm.recipes import load_recipe
+
+    loaded = load_spec(env)
+    if phase not in PHASES:
+        raise NpuboxError(f"unknown phase {phase!r}; phases: {', '.join(PHASES)}")
+    if model:
+        load_recipe(model)
+        if model not in loaded.spec.models:
+            raise NpuboxError(f"model {model!r} is not supported by env {env!r}; its models: {', '.join(loaded.spec.models)}")
+    return loaded
+
+
+def run_options(loaded: LoadedSpec, workspace: Path, *, image: str | None = None, network: str = "none",
+                devices: str | None = None, name: str | None = None) -> container.RunOptions:
+    tag = container.require_image(loaded, image)
+    ws = container.prepare_workspace(workspace)
+    flags, environment = device_flags(loaded, devices)
+    return container.RunOptions(
+        image=tag, workspace=ws, env_name=loaded.name, shm_size=loaded.spec.shm_size, network=network,
+        device_flags=tuple(flags), environment=environment, name=name,
+    )  # fmt: skip
+
+
+def run_phase(env: str, model: str, phase: str, extra: list[str], workspace: Path, *, image: str | None = None,
+              devices: str | None = None, network: str = "none") -> int:
+    loaded = validate_run_request(env, model, phase)
+    ensure_daemon()
+    opts = run_options(loaded, workspace, image=image, network=network, devices=devices)
+    command = ["python", "-m", "llm", phase]
+    if model and phase != "env":
+        command += ["--model", model]
+    return container.run(opts, command + extra)
+
+
+def up(env: str, workspace: Path, *, image: str | None = None, devices: str | None = None,
+       name: str | None = None) -> str:
+    loaded = load_spec(env)
+    ensure_daemon()
+    return container.up(run_options(loaded, workspace, image=image, devices=devices, name=name))
+
+
+def down(env: str, name: str | None = None) -> bool:
+    ensure_daemon()
+    return container.down(name or container.container_name(env))
+
+
+def shell(env: str, name: str | None = None) -> int:
+    ensure_daemon()
+    name = name or container.container_name(env)
+    argv = container.exec_argv(name, ["bash"], interactive=sys.stdin.isatty())
+    return docker(argv, check=False).returncode
+
+
+def ps() -> str:
+    ensure_daemon()
+    proc = docker(["ps", "--all", "--filter", f"label={container.MANAGED_LABEL}=true", "--format",
+                   "table {{.Names}}\t{{.Image}}\t{{.Status}}\t{{.Label \"npubox.env\"}}"], capture=True)  # fmt: skip
+    return proc.stdout
+
+
+def check(env: str, *, image: str | None = None, workspace: Path | None = None, extra: list[str] = ()) -> int:
+    """Run tests/infra (testinfra) against a fresh sealed container of the env."""
+    import tempfile
+
+    loaded = load_spec(env)
+    ensure_daemon()
+    name = f"npubox-check-{loaded.name}-{os.getpid()}"
+    with tempfile.TemporaryDirectory(prefix="npubox-check-") as tmp:
+        ws = Path(workspace) if workspace else Path(tmp) / "workspace"
+        container.up(run_options(loaded, ws, image=image, name=name))
+        try:
+            cmd = [sys.executable, "-m", "pytest", str(REPO_ROOT / "tests" / "infra"), f"--hosts=docker://{name}",
+                   f"--npubox-env={loaded.name}", "-p", "no:cacheprovider", "-q", *extra]  # fmt: skip
+            _stderr_echo(shlex.join(cmd))
+            return subprocess.run(cmd, cwd=REPO_ROOT).returncode
+        finally:
+            container.down(name)

@@ -1,0 +1,152 @@
+"""`python -m llm env`: the running environment prints itself; `--verify` checks it against the
+spec baked into the image (/etc/npubox/spec.json) and names every drift."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import re
+import sys
+from importlib import metadata
+from pathlib import Path
+
+BAKED_SPEC = Path(os.environ.get("NPUBOX_BAKED_SPEC", "/etc/npubox/spec.json"))
+KEY_PACKAGES = ("torch", "megatron-core", "transformers", "tokenizers", "safetensors", "pyarrow", "torch-npu", "apex")
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed_packages() -> dict[str, str]:
+    return {_norm(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]}
+
+
+def cann_version() -> str | None:
+    home = os.environ.get("ASCEND_TOOLKIT_HOME")
+    candidates = [Path(home) / "version.info"] if home else []
+    candidates += [Path(p) for p in sorted(glob.glob("/usr/local/Ascend/ascend-toolkit/latest/*/version.info"))]
+    candidates.append(Path("/usr/local/Ascend/ascend-toolkit/latest/version.info"))
+    for path in candidates:
+        if path.is_file():
+            for line in path.read_text(errors="replace").splitlines():
+                if line.startswith("Version="):
+                    return line.split("=", 1)[1].strip()
+    return None
+
+
+def source_commits() -> dict[str, str]:
+    """Commits of pinned source checkouts, recorded at build time in /opt/npubox/sources/*.commit."""
+    out = {}
+    for path in sorted(Path("/opt/npubox/sources").glob("*.commit")):
+        out[path.stem] = path.read_text().strip()
+    return out
+
+
+def devices() -> dict[str, object]:
+    found: dict[str, object] = {"davinci": sorted(glob.glob("/dev/davinci[0-9]*"))}
+    found["nvidia"] = sorted(glob.glob("/dev/nvidia[0-9]*"))
+    visible = {k: os.environ[k] for k in ("ASCEND_RT_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES") if k in os.environ}
+    if visible:
+        found["visible"] = visible
+    return found
+
+
+def realized() -> dict:
+    pkgs = installed_packages()
+    return {
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "user": f"{os.getuid()}:{os.getgid()}",
+        "packages": {name: pkgs.get(name) for name in KEY_PACKAGES if pkgs.get(name)},
+        "cann": cann_version(),
+        "sources": source_commits(),
+        "devices": devices(),
+        "all_packages": pkgs,
+    }
+
+
+def load_baked() -> dict | None:
+    if not BAKED_SPEC.is_file():
+        return None
+    return json.loads(BAKED_SPEC.read_text())
+
+
+def drifts(baked: dict, found: dict) -> list[str]:
+    """Every way the running environment differs from the baked spec, one sentence each."""
+    out = []
+    spec = baked["spec"]
+    if not found["python"].startswith(spec["python"] + "."):
+        out.append(f"python: pinned {spec['python']}, found {found['python']}")
+    installed = found["all_packages"]
+    for name, pinned in sorted(baked["pins"].items()):
+        have = installed.get(name)
+        if have is None:
+            out.append(f"{name}: pinned {pinned}, found not installed")
+        elif have != pinned:
+            out.append(f"{name}: pinned {pinned}, found {have}")
+    if spec.get("cann") and found["cann"] != spec["cann"]["version"]:
+        out.append(f"CANN: pinned {spec['cann']['version']}, found {found['cann'] or 'not installed'}")
+    for src in spec.get("sources", []):
+        have = found["sources"].get(src["name"])
+        if have != src["commit"]:
+            out.append(f"source {src['name']}: pinned {src['commit']}, found {have or 'not present'}")
+    return out
+
+
+def print_table(info: dict, baked: dict | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"npubox environment{' ' + baked['tag'] if baked else ''}")
+    table.add_column("component")
+    table.add_column("found")
+    table.add_column("pinned")
+    pins = baked["pins"] if baked else {}
+    table.add_row("python", info["python"], baked["spec"]["python"] if baked else "")
+    table.add_row("platform", info["platform"], "")
+    table.add_row("user", info["user"], "")
+    for name, version in info["packages"].items():
+        table.add_row(name, version, pins.get(name, ""))
+    if info["cann"] or (baked and baked["spec"].get("cann")):
+        table.add_row("CANN", info["cann"] or "-", (baked["spec"].get("cann") or {}).get("version", "") if baked else "")
+    for name, commit in info["sources"].items():
+        table.add_row(f"source {name}", commit, "")
+    dev = info["devices"]
+    table.add_row("devices", ", ".join(dev["davinci"] + dev["nvidia"]) or "none (CPU)", "")
+    Console().print(table)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llm env", description=__doc__)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--verify", action="store_true",
+                        help="compare with the spec baked into the image; exit 1 naming each drift")
+    parser.add_argument("--all-packages", action="store_true", help="with --json: include every installed package")
+    args = parser.parse_args(argv)
+
+    info = realized()
+    baked = load_baked()
+    if args.verify:
+        if baked is None:
+            print(f"error: no baked spec at {BAKED_SPEC}: this is not an npubox image", file=sys.stderr)
+            return 2
+        problems = drifts(baked, info)
+        for p in problems:
+            print(f"drift: {p}", file=sys.stderr)
+        if problems:
+            print(f"{len(problems)} drift(s) from {baked['tag']}", file=sys.stderr)
+            return 1
+        print(f"ok: matches {baked['tag']} ({len(baked['pins'])} pins)")
+        return 0
+    if args.json:
+        if not args.all_packages:
+            info = {k: v for k, v in info.items() if k != "all_packages"}
+        info["image"] = baked["tag"] if baked else None
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return 0
+    print_table(info, baked)
+    return 0

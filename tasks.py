@@ -1,0 +1,138 @@
+"""npubox tasks: `invoke --list`. Thin: parse options, call llm.env.commands, print.
+
+Every task echoes the full docker command it runs (lines starting with `+`).
+"""
+
+from __future__ import annotations
+
+import functools
+import shlex
+import sys
+from pathlib import Path
+
+from invoke import Collection, Exit, task
+
+from llm.env import commands
+from llm.errors import NpuboxError
+
+ENV_HELP = "environment spec name (envs/<name>.yaml); `invoke envs` lists them"
+WORKSPACE_HELP = "host folder mounted as /workspace, the only writable place (default ./workspace)"
+
+
+def friendly(fn):
+    """Turn an NpuboxError into one sentence and exit code 1, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NpuboxError as e:
+            raise Exit(f"error: {e}", code=1) from None
+
+    return wrapper
+
+
+def _table(rows, headers):
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*headers)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+@task
+@friendly
+def envs(c):
+    """List the environment specs in envs/."""
+    _table(commands.list_envs(), ["env", "accelerator", "version", "description"])
+
+
+@task
+@friendly
+def models(c):
+    """List the model recipes (llm/recipes/)."""
+    _table(commands.list_models(), ["model", "family", "shape", "pretrain default"])
+
+
+@task(help={"env": ENV_HELP, "bootstrap": "bootstrap with debootstrap even if the base could be pulled"})
+@friendly
+def base_image(c, env="cpu", bootstrap=False):
+    """Make the spec's base image: use it if present, pull it, else bootstrap it from Debian packages."""
+    print(commands.base_image(env, force_bootstrap=bootstrap))
+
+
+@task(help={"env": ENV_HELP, "wheelhouse": "extra folder of local wheels (repeatable)"}, iterable=["wheelhouse"])
+@friendly
+def lock(c, env="cpu", wheelhouse=None):
+    """Resolve the spec's requirements into envs/<env>.lock with hashes (pip-compile)."""
+    print(f"wrote {commands.lock(env, wheelhouse or [])}")
+
+
+@task(help={"env": ENV_HELP, "wheelhouse": "extra folder of local wheels, e.g. torch_npu/apex (repeatable)"},
+      iterable=["wheelhouse"])
+@friendly
+def build_image(c, env="cpu", wheelhouse=None):
+    """Build the versioned image npubox/<env>:<version>-<spec hash> from the spec and its lock."""
+    print(commands.build(env, wheelhouse or []))
+
+
+@task(help={"env": ENV_HELP, "model": "model recipe (`invoke models`)", "phase": f"one of {', '.join(commands.PHASES)}",
+            "workspace": WORKSPACE_HELP, "image": "run this image instead of the spec's tag",
+            "devices": "accelerator subset, e.g. 0-3,6"})
+@friendly
+def run(c, env="cpu", model="tiny", phase="env", workspace=None, image=None, devices=None):
+    """Run `python -m llm <phase> --model <model>` in a sealed one-off container. Extra phase args go after `--`."""
+    extra = shlex.split(c.remainder) if c.remainder else []
+    code = commands.run_phase(env, model, phase, extra, Path(workspace) if workspace else commands.DEFAULT_WORKSPACE,
+                              image=image, devices=devices)
+    if code:
+        raise Exit(f"error: phase {phase} exited with {code}", code=code)
+
+
+@task(help={"env": ENV_HELP, "workspace": WORKSPACE_HELP, "image": "run this image instead of the spec's tag",
+            "devices": "accelerator subset, e.g. 0-3,6", "name": "container name (default npubox-<env>)"})
+@friendly
+def up(c, env="cpu", workspace=None, image=None, devices=None, name=None):
+    """Start a long-lived sealed container to `docker exec -it` into."""
+    name = commands.up(env, Path(workspace) if workspace else commands.DEFAULT_WORKSPACE, image=image,
+                       devices=devices, name=name)
+    print(f"{name} is up: `docker exec -it {name} bash` or `invoke shell --env {env}`")
+
+
+@task(help={"env": ENV_HELP, "name": "container name (default npubox-<env>)"})
+@friendly
+def down(c, env="cpu", name=None):
+    """Stop and remove the env's long-lived container."""
+    if not commands.down(env, name):
+        print("no such container", file=sys.stderr)
+
+
+@task(help={"env": ENV_HELP, "name": "container name (default npubox-<env>)"})
+@friendly
+def shell(c, env="cpu", name=None):
+    """Open bash inside the env's long-lived container (`invoke up` first)."""
+    code = commands.shell(env, name)
+    if code:
+        raise Exit(code=code)
+
+
+@task
+@friendly
+def ps(c):
+    """List npubox containers."""
+    print(commands.ps(), end="")
+
+
+@task(help={"env": ENV_HELP, "image": "check this image instead of the spec's tag"})
+@friendly
+def check(c, env="cpu", image=None):
+    """testinfra: check that a fresh container of the image is exactly what the spec says (tests/infra)."""
+    extra = shlex.split(c.remainder) if c.remainder else []
+    code = commands.check(env, image=image, extra=extra)
+    if code:
+        raise Exit(f"error: env {env} image does not match its spec (see the failures above)", code=code)
+
+
+ns = Collection("npubox", envs, models, base_image, lock, build_image, run, up, down, shell, ps, check)
