@@ -1,0 +1,37 @@
+"""testinfra checks run against a container of an npubox image (`invoke check --env X` runs them).
+
+    pytest tests/infra --hosts=docker://<container> --npubox-env=<env>
+"""
+
+import json
+
+import pytest
+
+from llm.env.spec import load_spec
+
+
+def pytest_addoption(parser):
+    parser.addoption("--npubox-env", default="cpu", help="the env spec the container must match")
+
+
+@pytest.fixture(scope="session")
+def loaded(request):
+    return load_spec(request.config.getoption("--npubox-env"))
+
+
+def pytest_generate_tests(metafunc):
+    if "pin" in metafunc.fixturenames:
+        loaded = load_spec(metafunc.config.getoption("--npubox-env"))
+        pins = sorted(loaded.pins().items())
+        metafunc.parametrize("pin", pins, ids=[name for name, _ in pins])
+
+
+@pytest.fixture(scope="module")
+def installed(host):
+    """{normalized name: version} of every distribution in the image's Python."""
+    out = host.check_output(
+        "python -c 'import json, re; from importlib import metadata; "
+        'print(json.dumps({re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower(): d.version '
+        "for d in metadata.distributions()}))'"
+    )
+    return json.loads(out)
