@@ -70,12 +70,21 @@ def lock(c, env="cpu", wheelhouse=None):
     print(f"wrote {commands.lock(env, wheelhouse or [])}")
 
 
-@task(help={"env": ENV_HELP, "wheelhouse": "extra folder of local wheels, e.g. torch_npu/apex (repeatable)"},
+@task(help={"env": ENV_HELP, "wheelhouse": "extra folder of local wheels, e.g. torch_npu/apex (repeatable)",
+            "vendor": "folder with the CANN installers (.run) the spec names",
+            "source-cache": "folder of git mirrors (<name>.git) or archives (<name>-<commit>.tar.gz) of pinned sources",
+            "dry-run": "print the plan (stages, inputs, what is missing, labels) and build nothing"},
       iterable=["wheelhouse"])
 @friendly
-def build_image(c, env="cpu", wheelhouse=None):
+def build_image(c, env="cpu", wheelhouse=None, vendor=None, source_cache=None, dry_run=False):
     """Build the versioned image npubox/<env>:<version>-<spec hash> from the spec and its lock."""
-    print(commands.build(env, wheelhouse or []))
+    result = commands.build(env, wheelhouse or [], vendor=vendor, source_cache=source_cache, dry_run=dry_run)
+    if dry_run:
+        from llm.env.plan import print_plan
+
+        print_plan(result)
+    else:
+        print(result)
 
 
 @task(help={"env": ENV_HELP, "model": "model recipe (`invoke models`)", "phase": f"one of {', '.join(commands.PHASES)}",
@@ -135,4 +144,24 @@ def check(c, env="cpu", image=None):
         raise Exit(f"error: env {env} image does not match its spec (see the failures above)", code=code)
 
 
-ns = Collection("npubox", envs, models, base_image, lock, build_image, run, up, down, shell, ps, check)
+@task(help={"env": ENV_HELP, "output": "folder for the archive and its manifest (default: the current folder)",
+            "image": "export this image instead of the spec's tag"})
+@friendly
+def export_image(c, env="cpu", output=".", image=None):
+    """Save the env's image as <env>-<version>-<hash12>.tar plus a manifest (sha256), for air-gapped hosts."""
+    archive, manifest_file, manifest = commands.export_image(env, Path(output), image=image)
+    print(f"wrote {archive} ({manifest.size} bytes, sha256 {manifest.sha256})")
+    print(f"wrote {manifest_file}")
+    print(f"on the other host: `invoke import-image --archive {archive.name}` (with the manifest beside it)")
+
+
+@task(help={"archive": "the .tar written by export-image; its .manifest.json must lie beside it"})
+@friendly
+def import_image(c, archive):
+    """Verify an exported image archive (size, sha256) against its manifest, then docker load it."""
+    manifest = commands.import_image(Path(archive))
+    print(f"loaded {manifest.tag} (image id {manifest.image_id}), verified against its manifest")
+
+
+ns = Collection("npubox", envs, models, base_image, lock, build_image, run, up, down, shell, ps, check, export_image,
+                import_image)

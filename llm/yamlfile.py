@@ -48,20 +48,43 @@ def describe_validation_error(err: ValidationError) -> list[str]:
             problems.append(f"field `{field}` is not a known field (value {_short(e['input'])}); check its spelling")
         else:
             msg = e["msg"]
-            msg = msg.removeprefix("Value error, ")
+            msg = msg.removeprefix("Value error, ").removeprefix("Input should be ")
             problems.append(f"field `{field}` has value {_short(e['input'])}: expected {msg[0].lower() + msg[1:]}")
     return problems
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, except that a key given twice in one mapping is an error (YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` may repeat keys on purpose
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                continue  # unhashable keys: the base constructor reports them
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def parse_yaml_text(text: str, path: Path | str) -> object:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:
         where = ""
         mark = getattr(e, "problem_mark", None)
         if mark is not None:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(e, "problem", None) or str(e)
+        # An unclosed bracket is reported where parsing gave up; also say where the construct began.
+        context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+        if context and context_mark is not None:
+            problem += f" ({context} started at line {context_mark.line + 1}, column {context_mark.column + 1})"
         raise ConfigError(path, [f"malformed YAML{where}: {problem}"]) from None
 
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llm.env import container
+from llm.env import container, transfer
 from llm.env.base import ensure_base
 from llm.env.devices import device_flags
 from llm.env.engine import _stderr_echo, docker, ensure_daemon
@@ -54,10 +54,20 @@ def lock(env: str, wheelhouse: list[str]) -> Path:
     return write_lock(loaded, Site([Path(w) for w in wheelhouse]))
 
 
-def build(env: str, wheelhouse: list[str]) -> str:
+def build(env: str, wheelhouse: list[str], *, vendor: str | None = None, source_cache: str | None = None,
+          dry_run: bool = False):
+    """Build the env's image, or with dry_run return its BuildPlan without building."""
+    from llm.env.image import BuildInputs
+
     loaded = load_spec(env)
+    site = Site([Path(w) for w in wheelhouse])
+    inputs = BuildInputs(vendor=Path(vendor) if vendor else None, source_cache=Path(source_cache) if source_cache else None)
+    if dry_run:
+        from llm.env.plan import make_plan
+
+        return make_plan(loaded, site, inputs)
     ensure_daemon()
-    return build_image(loaded, Site([Path(w) for w in wheelhouse]))
+    return build_image(loaded, site, inputs=inputs)
 
 
 def validate_run_request(env: str, model: str, phase: str) -> LoadedSpec:
@@ -76,9 +86,9 @@ def validate_run_request(env: str, model: str, phase: str) -> LoadedSpec:
 
 def run_options(loaded: LoadedSpec, workspace: Path, *, image: str | None = None, network: str = "none",
                 devices: str | None = None, name: str | None = None) -> container.RunOptions:
+    flags, environment = device_flags(loaded, devices)  # first: "this host has no NPUs" beats "image not built"
     tag = container.require_image(loaded, image)
     ws = container.prepare_workspace(workspace)
-    flags, environment = device_flags(loaded, devices)
     return container.RunOptions(
         image=tag, workspace=ws, env_name=loaded.name, shm_size=loaded.spec.shm_size, network=network,
         device_flags=tuple(flags), environment=environment, name=name,
@@ -139,3 +149,17 @@ def check(env: str, *, image: str | None = None, workspace: Path | None = None, 
             return subprocess.run(cmd, cwd=REPO_ROOT).returncode
         finally:
             container.down(name)
+
+
+def export_image(env: str, output: Path, *, image: str | None = None) -> tuple[Path, Path, transfer.Manifest]:
+    """`invoke export-image`: the env's image archive, its manifest file and content, for an air-gapped host."""
+    loaded = load_spec(env)
+    ensure_daemon()
+    archive, manifest = transfer.export_image(loaded, output, image=image)
+    return archive, transfer.manifest_path(archive), manifest
+
+
+def import_image(archive: Path) -> transfer.Manifest:
+    """`invoke import-image`: verify an exported archive against its manifest, then load it."""
+    ensure_daemon()
+    return transfer.import_image(archive)

@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 import llm
 from llm.errors import NpuboxError
@@ -81,8 +81,24 @@ class Source(Strict):
 
 class Cann(Strict):
     version: str
-    installers: list[str] = Field(default_factory=list)  # file name patterns in the vendor folder
-    min_driver: str | None = None
+    # True: the base image is a CANN image that already has this version (checked at build).
+    # False: install from the vendor installers, file names with {version} and {arch} filled in,
+    # e.g. Ascend-cann-toolkit_{version}_linux-{arch}.run (toolkit first, then kernels, nnal).
+    in_base: bool = False
+    installers: list[str] = Field(default_factory=list)
+    min_driver: str | None = None  # oldest Ascend driver (version.info) this CANN runs on
+
+    @model_validator(mode="after")
+    def _installers(self):
+        if not self.in_base and not self.installers:
+            raise ValueError("`installers` (the vendor .run files) when the base image does not bring CANN (in_base: false)")
+        for name in self.installers:
+            if "/" in name or not name.endswith(".run"):
+                raise ValueError(f"installer file names ending in .run, without folders; got {name!r}")
+        return self
+
+    def installer_files(self, arch: str) -> list[str]:
+        return [n.format(version=self.version, arch=arch) for n in self.installers]
 
 
 class Spec(Strict):
@@ -95,7 +111,7 @@ class Spec(Strict):
     python: str
     requirements: list[str] = Field(min_length=1)
     lock: str
-    cann: Cann | None = None
+    cann: Cann | None = Field(default=None, validate_default=True)  # validated against `accelerator`
     sources: list[Source] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     shm_size: str = "1g"
@@ -151,17 +167,26 @@ class Spec(Strict):
             raise ValueError("a size such as 512m or 16g")
         return v
 
-    @model_validator(mode="after")
-    def _cross_field(self):
-        names = [s.name for s in self.sources]
+    # Field validators, not a model validator, so that the error names the field (`sources`,
+    # `cann`) instead of the whole spec.
+    @field_validator("sources")
+    @classmethod
+    def _unique_sources(cls, v: list[Source]) -> list[Source]:
+        names = [s.name for s in v]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"each source name once; duplicated: {', '.join(dupes)}")
-        if self.accelerator == "npu" and self.cann is None:
+        return v
+
+    @field_validator("cann")
+    @classmethod
+    def _cann_for_npu(cls, v: Cann | None, info: ValidationInfo) -> Cann | None:
+        accelerator = info.data.get("accelerator")  # absent when it failed its own validation
+        if accelerator == "npu" and v is None:
             raise ValueError("a `cann` section (version, installers) for accelerator npu")
-        if self.accelerator != "npu" and self.cann is not None:
-            raise ValueError(f"no `cann` section for accelerator {self.accelerator} (CANN is for npu only)")
-        return self
+        if accelerator in ("cuda", "cpu") and v is not None:
+            raise ValueError(f"no `cann` section for accelerator {accelerator} (CANN is for npu only)")
+        return v
 
 
 def normalize(name: str) -> str:
@@ -232,6 +257,10 @@ class LoadedSpec:
                     f"{locked.get(name, 'absent')}; run `invoke lock --env {self.name}`"
                 )
         return entries
+
+    def requirement_pins(self) -> dict[str, str]:
+        """The spec's own pins (what the lock must agree with), readable without the lock."""
+        return {normalize(m.group(1)): m.group(3) for m in map(PIN_RE.match, self.spec.requirements)}
 
     def pins(self) -> dict[str, str]:
         return {normalize(e.name): e.version for e in self.lock}
