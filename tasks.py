@@ -89,15 +89,46 @@ def build_image(c, env="cpu", wheelhouse=None, vendor=None, source_cache=None, d
 
 @task(help={"env": ENV_HELP, "model": "model recipe (`invoke models`)", "phase": f"one of {', '.join(commands.PHASES)}",
             "workspace": WORKSPACE_HELP, "image": "run this image instead of the spec's tag",
-            "devices": "accelerator subset, e.g. 0-3,6"})
+            "devices": "accelerator subset, e.g. 0-3,6",
+            "nnodes": "nodes in a multi-node run (> 1: the container uses the host network)",
+            "node-rank": "this node's rank, 0..nnodes-1", "master-addr": "address of node 0",
+            "master-port": "port on node 0", "nproc": "processes on this node (default: one per device; CPU: 1)",
+            "name": "container name (default: a generated one)"})
 @friendly
-def run(c, env="cpu", model="tiny", phase="env", workspace=None, image=None, devices=None):
-    """Run `python -m llm <phase> --model <model>` in a sealed one-off container. Extra phase args go after `--`."""
+def run(c, env="cpu", model="tiny", phase="env", workspace=None, image=None, devices=None, nnodes=1, node_rank=0,
+        master_addr="127.0.0.1", master_port=6000, nproc=None, name=None):
+    """Run `python -m llm <phase> --model <model>` in a sealed one-off container. Extra phase args go after `--`.
+
+    With --nnodes/--nproc the phase runs under `python -m llm launch` (torchrun)."""
     extra = shlex.split(c.remainder) if c.remainder else []
+    launch = None
+    if int(nnodes) > 1 or nproc:
+        launch = commands.Launch(int(nnodes), int(node_rank), master_addr, int(master_port), int(nproc) if nproc else None)
     code = commands.run_phase(env, model, phase, extra, Path(workspace) if workspace else commands.DEFAULT_WORKSPACE,
-                              image=image, devices=devices)
+                              image=image, devices=devices, launch=launch, name=name)
     if code:
         raise Exit(f"error: phase {phase} exited with {code}", code=code)
+
+
+@task(help={"target": "ascendjob (MindCluster), pytorchjob (Kubeflow) or slurm (sbatch script)",
+            "nodes": "number of nodes", "env": ENV_HELP, "model": "model recipe", "phase": "phase to run",
+            "devices-per-node": "accelerators per node (default 8 for NPU/GPU envs, 1 for cpu)",
+            "workspace": "PersistentVolumeClaim name (Kubernetes) or shared folder (Slurm)",
+            "output": "write to this file instead of printing"})
+@friendly
+def manifest(c, target="ascendjob", nodes=2, env="cpu", model="tiny", phase="pretrain", devices_per_node=None,
+             workspace=None, output=None):
+    """Render a MindCluster AscendJob, a Kubeflow PyTorchJob or an sbatch script for the same run."""
+    extra = shlex.split(c.remainder) if c.remainder else []
+    text = commands.manifest(env, target, int(nodes), model, phase,
+                             int(devices_per_node) if devices_per_node else None, extra, workspace)
+    if output:
+        from llm.atomic import write_text_atomic
+
+        write_text_atomic(output, text)
+        print(f"wrote {output}")
+    else:
+        print(text, end="")
 
 
 @task(help={"env": ENV_HELP, "workspace": WORKSPACE_HELP, "image": "run this image instead of the spec's tag",
@@ -163,5 +194,5 @@ def import_image(c, archive):
     print(f"loaded {manifest.tag} (image id {manifest.image_id}), verified against its manifest")
 
 
-ns = Collection("npubox", envs, models, base_image, lock, build_image, run, up, down, shell, ps, check, export_image,
+ns = Collection("npubox", envs, models, base_image, lock, build_image, run, manifest, up, down, shell, ps, check, export_image,
                 import_image)

@@ -6,6 +6,7 @@ import os
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from llm.env import container, transfer
@@ -95,15 +96,52 @@ def run_options(loaded: LoadedSpec, workspace: Path, *, image: str | None = None
     )  # fmt: skip
 
 
-def run_phase(env: str, model: str, phase: str, extra: list[str], workspace: Path, *, image: str | None = None,
-              devices: str | None = None, network: str = "none") -> int:
-    loaded = validate_run_request(env, model, phase)
-    ensure_daemon()
-    opts = run_options(loaded, workspace, image=image, network=network, devices=devices)
-    command = ["python", "-m", "llm", phase]
+@dataclass(frozen=True)
+class Launch:
+    """Multi-process / multi-node options: the phase runs under `python -m llm launch` (torchrun)."""
+
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 6000
+    nproc: int | None = None
+
+    def argv(self) -> list[str]:
+        out = ["--nnodes", str(self.nnodes), "--node-rank", str(self.node_rank),
+               "--master-addr", self.master_addr, "--master-port", str(self.master_port)]  # fmt: skip
+        return out + (["--nproc", str(self.nproc)] if self.nproc else [])
+
+
+def phase_command(model: str, phase: str, extra: list[str], launch: Launch | None = None) -> list[str]:
+    command = ["python", "-m", "llm"]
+    if launch is not None:
+        command += ["launch", *launch.argv()]
+    command.append(phase)
     if model and phase != "env":
         command += ["--model", model]
-    return container.run(opts, command + extra)
+    return command + extra
+
+
+def run_phase(env: str, model: str, phase: str, extra: list[str], workspace: Path, *, image: str | None = None,
+              devices: str | None = None, launch: Launch | None = None, name: str | None = None) -> int:
+    """Run one phase in a sealed one-off container. Multi-node runs need the host network; nothing else changes."""
+    loaded = validate_run_request(env, model, phase)
+    if launch is not None and not (0 <= launch.node_rank < launch.nnodes):
+        raise NpuboxError(f"--node-rank {launch.node_rank}: expected 0..{launch.nnodes - 1} for --nnodes {launch.nnodes}")
+    ensure_daemon()
+    network = "host" if launch is not None and launch.nnodes > 1 else "none"
+    opts = run_options(loaded, workspace, image=image, network=network, devices=devices, name=name)
+    return container.run(opts, phase_command(model, phase, extra, launch))
+
+
+def manifest(env: str, target: str, nodes: int, model: str, phase: str, devices_per_node: int | None,
+             extra: list[str], workspace: str | None = None) -> str:
+    from llm.manifest import render_manifest
+
+    loaded = validate_run_request(env, model, phase)
+    if devices_per_node is None:
+        devices_per_node = 8 if loaded.spec.accelerator != "cpu" else 1
+    return render_manifest(target, nodes, loaded.tag, model, phase, devices_per_node, extra, workspace)
 
 
 def up(env: str, workspace: Path, *, image: str | None = None, devices: str | None = None,
