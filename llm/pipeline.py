@@ -1,0 +1,117 @@
+"""`python -m llm all --model tiny`: the whole pipeline in one command, each phase in its own
+process as a user would run it, then one summary.
+
+    sample → convert (HF → mcore) → preprocess → pretrain → convert back (mcore → HF) → eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from llm.errors import NpuboxError
+from llm.workspace import Workspace
+
+EVAL_TASKS = ("mmlu", "ceval", "boolq")
+
+
+@dataclass
+class Step:
+    phase: str
+    argv: list[str]
+    produces: Path
+    seconds: float = 0.0
+    figure: str = ""
+
+
+def plan(model: str, ws: Workspace, train_iters: int) -> list[Step]:
+    from llm.recipes import load_recipe
+
+    recipe = load_recipe(model)
+    tp, pp = recipe.defaults("convert").tp, recipe.defaults("convert").pp
+    converted = ws.checkpoint_dir(model, f"hf-tp{tp}-pp{pp}")
+    trained = ws.checkpoint_dir(model, "pretrain")
+    trained_hf = ws.models / model / "pretrained-hf"
+    steps = []
+    if recipe.tokenizer.origin == "sample":
+        steps.append(Step("sample", ["sample", "--model", model], ws.hf_dir(model)))
+    steps += [
+        Step("convert", ["convert", "--model", model, "--from", "hf", "--to", "mcore"], converted),
+        Step("preprocess", ["preprocess", "--model", model], ws.dataset_prefix(model).with_name("sample_text_document.bin")),
+        Step("pretrain", ["pretrain", "--model", model, "--load", str(converted), "--save", str(trained),
+                          "--train-iters", str(train_iters), "--save-interval", str(train_iters)],
+             trained),  # fmt: skip
+        Step("convert back", ["convert", "--model", model, "--from", "mcore", "--to", "hf", "--load-dir", str(trained),
+                              "--save-dir", str(trained_hf)], trained_hf),  # fmt: skip
+    ]
+    for task in EVAL_TASKS:
+        out = ws.eval / model / f"{task}.json"
+        steps.append(Step(f"eval {task}", ["eval", "--task", task, "--model", model, "--hf-dir", str(trained_hf),
+                                           "--output", str(out)], out))  # fmt: skip
+    return steps
+
+
+def _final_loss(ws: Workspace, model: str) -> str:
+    path = ws.logs / f"pretrain-{model}.jsonl"
+    if not path.is_file():
+        return ""
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    losses = [r["loss"] for r in lines if "loss" in r]
+    return f"loss {losses[0]:.3f} → {losses[-1]:.3f} over {len(losses)} steps" if losses else ""
+
+
+def _figure(step: Step, ws: Workspace, model: str) -> str:
+    if step.phase == "pretrain":
+        return _final_loss(ws, model)
+    if step.phase.startswith("eval") and step.produces.is_file():
+        result = json.loads(step.produces.read_text())
+        overall = result["overall"]
+        return f"accuracy {100 * result['accuracy']:.1f}% ({overall['correct']}/{overall['total']})"
+    return ""
+
+
+def print_summary(model: str, steps: list[Step], total: float, root: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"npubox pipeline: {model} ({total:.0f} s), workspace {root}")
+    for col in ("phase", "time", "produced", "result"):
+        table.add_column(col)
+    for s in steps:
+        produced = s.produces.relative_to(root) if s.produces.is_relative_to(root) else s.produces
+        table.add_row(s.phase, f"{s.seconds:.1f} s", str(produced), s.figure)
+    Console(width=max(Console().width, 120)).print(table)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llm all", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="tiny", help="recipe name (default: tiny, whose sample data is made locally)")
+    parser.add_argument("--train-iters", type=int, default=100, help="pretraining steps (default: 100)")
+    args = parser.parse_args(argv)
+
+    ws = Workspace.from_env()
+    steps = plan(args.model, ws, args.train_iters)
+    if steps[0].phase != "sample" and not ws.hf_dir(args.model).is_dir():
+        raise NpuboxError(f"{ws.hf_dir(args.model)} does not exist: put the {args.model} HF weights and tokenizer there")
+    from llm.eval.sample_sets import write_sample_sets
+
+    started = time.monotonic()
+    for step in steps:
+        print(f"==> {step.phase}: python -m llm {' '.join(step.argv)}", flush=True)
+        t0 = time.monotonic()
+        if step.phase == "eval mmlu" and not (ws.eval / "mmlu").is_dir():
+            write_sample_sets(ws.eval)  # our own small question sets, made locally
+        code = subprocess.run([sys.executable, "-m", "llm", *step.argv]).returncode
+        step.seconds = time.monotonic() - t0
+        if code != 0:
+            print_summary(args.model, steps[: steps.index(step) + 1], time.monotonic() - started, ws.root)
+            raise NpuboxError(f"phase {step.phase} failed (exit {code}); fix it and re-run: finished phases are redone "
+                              "from their inputs, nothing half-written is kept")  # fmt: skip
+        step.figure = _figure(step, ws, args.model)
+    print_summary(args.model, steps, time.monotonic() - started, ws.root)
+    return 0
