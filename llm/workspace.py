@@ -1,7 +1,6 @@
 """Where each phase reads and writes inside the workspace volume (the only writable mount).
 
-    <root>/models/<model>/hf          HF weights + tokenizer (sample or user-provided)
-    <root>/models/<model>/tokenizer   tokenizer directory (tokenizer.json, ...)
+    <root>/models/<model>/hf          HF weights + tokenizer files (sample or user-provided)
     <root>/data/raw/                  raw corpora (jsonl, parquet, ...)
     <root>/data/<model>/<name>        indexed dataset prefix (<name>_text_document.bin/.idx)
     <root>/checkpoints/<model>/<tag>  Megatron-core checkpoints
@@ -48,9 +47,6 @@ class Workspace:
 
     def hf_dir(self, model: str) -> Path:
         return self.models / model / "hf"
-
-    def tokenizer_dir(self, model: str) -> Path:
-        return self.models / model / "tokenizer"
 
     def raw_data(self) -> Path:
         return self.data / "raw"

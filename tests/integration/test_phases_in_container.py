@@ -51,3 +51,76 @@ def test_convert_phase_alone(pipeline_workspace):
     assert (out / "latest_checkpointed_iteration.txt").read_text().strip() == "1"
     ranks = sorted(p.name for p in (out / "iter_0000001").iterdir())
     assert ranks == ["mp_rank_00_000", "mp_rank_00_001", "mp_rank_01_000", "mp_rank_01_001"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pretrain_args(tag: str, iters: int = 8) -> list[str]:
+    return ["--", "--load", "/workspace/checkpoints/tiny/hf-tp1-pp1", "--save", f"/workspace/checkpoints/tiny/{tag}",
+            "--train-iters", str(iters), "--save-interval", str(iters), "--micro-batch-size", "2",
+            "--global-batch-size", "8", "--metrics", f"/workspace/logs/{tag}.jsonl", "--no-progress"]  # fmt: skip
+
+
+def _losses(ws, tag: str) -> list[float]:
+    return [json.loads(line)["loss"] for line in (ws / f"logs/{tag}.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _node(ws, rank: int, port: int, tag: str, iters: int = 8):
+    import subprocess
+    import sys
+
+    from .conftest import INVOKE, REPO
+
+    argv = [*INVOKE, "run", "--model", "tiny", "--phase", "pretrain", "--workspace", str(ws), "--nnodes", "2",
+            "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port), "--nproc", "2",
+            "--name", f"npubox-{tag}-node{rank}", *_pretrain_args(tag, iters)]  # fmt: skip
+    return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_two_container_nodes_match_one_node_of_four(pipeline_workspace):
+    ws, _ = pipeline_workspace
+    single = invoke("run", "--model", "tiny", "--phase", "pretrain", "--workspace", str(ws), "--nproc", "4",
+                    *_pretrain_args("mn-single"))  # fmt: skip
+    assert single.returncode == 0, single.stdout[-3000:] + single.stderr[-3000:]
+    port = _free_port()
+    nodes = [_node(ws, rank, port, "mn-multi") for rank in (0, 1)]
+    outputs = [n.communicate(timeout=900)[0] for n in nodes]
+    for node, out in zip(nodes, outputs):
+        assert node.returncode == 0, out[-3000:]
+    assert "--network host" in outputs[0]
+    a, b = _losses(ws, "mn-single"), _losses(ws, "mn-multi")
+    assert len(a) == len(b) == 8
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-3, (a, b)
+
+
+def test_killing_one_node_stops_the_other_naming_the_lost_rank(pipeline_workspace):
+    import subprocess
+    import time
+
+    ws, _ = pipeline_workspace
+    port = _free_port()
+    nodes = [_node(ws, rank, port, "mn-kill", iters=100000) for rank in (0, 1)]
+    metrics = ws / "logs/mn-kill.jsonl"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
+        assert all(n.poll() is None for n in nodes), "a node exited before training started"
+        time.sleep(2)
+    assert metrics.is_file(), "training did not start within 10 minutes"
+    subprocess.run(["docker", "kill", "npubox-mn-kill-node1"], check=True, capture_output=True)
+    killed_at = time.monotonic()
+    try:
+        out = nodes[0].communicate(timeout=150)[0]
+    finally:
+        for n in nodes:
+            if n.poll() is None:
+                n.kill()
+        subprocess.run(["docker", "rm", "-f", "npubox-mn-kill-node0", "npubox-mn-kill-node1"], capture_output=True)
+    assert nodes[0].returncode != 0
+    assert time.monotonic() - killed_at < 120
+    assert "lost rank" in out and ("2" in out.split("lost rank", 1)[1][:20] or "3" in out.split("lost rank", 1)[1][:20])
