@@ -41,7 +41,6 @@ sys.path.insert(0, str(REPO))
 
 from llm.eval import data as eval_data  # noqa: E402
 from llm.eval import prompts, sample_sets  # noqa: E402
-from llm.eval.categories import ceval_name  # noqa: E402
 
 TASKS = ("mmlu", "ceval", "boolq")
 SHOTS = {"mmlu": 5, "ceval": 5, "boolq": 0}

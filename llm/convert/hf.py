@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from llm.convert.keymap import IGNORED_SUFFIXES, canonical_shape, hf_location, hf_shape, hf_tensors
 from llm.errors import NpuboxError
-from llm.recipes.hfconfig import disagreements, hf_config
+from llm.recipes.hfconfig import disagreements, hf_config, read_hf_config
 
 if TYPE_CHECKING:
     import torch
@@ -27,16 +27,7 @@ DTYPE_NAMES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "f
 
 
 def read_config(hf_dir: Path) -> dict:
-    path = hf_dir / "config.json"
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NpuboxError(f"{path}: not found; a HF model directory needs its config.json") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise NpuboxError(f"{path}: cannot be read as JSON ({e})") from None
-    if not isinstance(cfg, dict):
-        raise NpuboxError(f"{path}: expected a JSON object")
-    return cfg
+    return read_hf_config(hf_dir / "config.json")
 
 
 def shard_map(hf_dir: Path) -> dict[str, str]:

@@ -36,7 +36,7 @@ def resolve_base(loaded: LoadedSpec, *, pull: bool = True, echo: Echo | None = _
         if proc.returncode == 0:
             return ref
     how = f"run `invoke base-image --env {loaded.name}` to bootstrap it from Debian packages" if base.bootstrap else (
-        f"load it with `docker load` or make the registry reachable"
+        "load it with `docker load` or make the registry reachable"
     )
     raise NpuboxError(f"the base image {ref} is not present and could not be pulled; {how}.")
 

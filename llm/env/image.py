@@ -8,7 +8,6 @@ the host only, so they can never end up in a layer, a label or the image history
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -20,6 +19,7 @@ from pathlib import Path
 import llm
 from llm.env.base import resolve_base
 from llm.env.engine import Echo, _stderr_echo, docker
+from llm.digest import sha256_file
 from llm.env.site import Site, cache_dir
 from llm.env.spec import LoadedSpec
 from llm.errors import NpuboxError
@@ -126,14 +126,6 @@ def render_dockerfile(loaded: LoadedSpec, cann_env: dict[str, str] | None = None
     return "\n".join(out) + "\n"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fetch_wheels(loaded: LoadedSpec, site: Site, arch: str, echo: Echo | None = _stderr_echo) -> dict[str, Path]:
     """Download every locked wheel into the cache (offline first); return {sha256: path}."""
     cache = cache_dir() / "wheels" / f"py{loaded.spec.python}-{arch}"
@@ -159,7 +151,7 @@ def fetch_wheels(loaded: LoadedSpec, site: Site, arch: str, echo: Echo | None = 
     found: dict[str, Path] = {}
     for path in sorted(cache.iterdir()):
         if path.suffix == ".whl":
-            digest = _sha256(path)
+            digest = sha256_file(path)
             if digest in wanted:
                 found[digest] = path
     return found

@@ -4,7 +4,6 @@ them, and the labels the image will carry — before any build starts."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from llm.env.image import BuildInputs, cann_installers, dockerfile_blocks, host_arch, labels
 from llm.env.site import Site, cache_dir

@@ -10,13 +10,13 @@ manifest exists only beside a complete archive. Import checks size and sha256 be
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from llm.atomic import atomic_path, write_text_atomic
+from llm.digest import sha256_file
 from llm.env.engine import docker, image_exists, inspect_image
 from llm.env.spec import LoadedSpec
 from llm.errors import NpuboxError
@@ -40,11 +40,6 @@ def manifest_path(archive: Path) -> Path:
     return archive.with_name(archive.name.removesuffix(".tar") + MANIFEST_SUFFIX)
 
 
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def export_image(loaded: LoadedSpec, output: Path, image: str | None = None) -> tuple[Path, Manifest]:
     """`docker save` the env's image (or `image`) into `output`; returns the archive and its manifest."""
     tag = image or loaded.tag
@@ -62,7 +57,7 @@ def export_image(loaded: LoadedSpec, output: Path, image: str | None = None) -> 
         docker(["save", "--output", str(tmp), tag], what=f"saving {tag}",
                hint="check the free space in the output folder")
     manifest = Manifest(env=labels.get("npubox.env", loaded.name), tag=tag, image_id=info["Id"], spec_hash=spec_hash,
-                        archive=archive.name, sha256=file_sha256(archive), size=archive.stat().st_size)  # fmt: skip
+                        archive=archive.name, sha256=sha256_file(archive), size=archive.stat().st_size)  # fmt: skip
     write_text_atomic(manifest_path(archive), json.dumps(manifest.model_dump(), indent=2) + "\n")
     return archive, manifest
 
@@ -87,7 +82,7 @@ def verify_archive(archive: Path, manifest: Manifest) -> None:
     if size != manifest.size:
         raise NpuboxError(f"the image archive {archive} is {size} bytes, but its manifest says {manifest.size}: "
                           f"it is incomplete or not the exported file; copy it again")  # fmt: skip
-    digest = file_sha256(archive)
+    digest = sha256_file(archive)
     if digest != manifest.sha256:
         raise NpuboxError(f"the image archive {archive} is corrupted: its sha256 is {digest}, but its manifest says "
                           f"{manifest.sha256}; copy it again, nothing was loaded")  # fmt: skip

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from llm.atomic import write_text_atomic
+from llm.digest import sha256_file
 from llm.eval.categories import ceval_category, mmlu_category
 from llm.eval.data import EvalSet
 
@@ -51,14 +51,6 @@ def tally(task: str, eval_set: EvalSet, predictions: dict[str, list[int]]) -> di
         "categories": {name: Tally(*ct) for name, ct in sorted(per_category.items())},
         "overall": overall,
     }
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def checksums(files: list[Path], root: Path) -> dict[str, str]:

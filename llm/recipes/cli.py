@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import yaml
 
-from llm.errors import NpuboxError
 from llm.recipes import load_recipe, recipe_names
-from llm.recipes.hfconfig import disagreements
+from llm.recipes.hfconfig import disagreements, read_hf_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,20 +21,6 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--model", required=True, help="recipe name")
     check.add_argument("--hf-config", required=True, type=Path, help="path to config.json (or the HF directory holding it)")
     return p
-
-
-def read_hf_config(path: Path) -> dict:
-    if path.is_dir():
-        path = path / "config.json"
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NpuboxError(f"{path}: file not found; expected a Hugging Face config.json") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise NpuboxError(f"{path}: cannot be read as JSON ({e})") from None
-    if not isinstance(cfg, dict):
-        raise NpuboxError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
-    return cfg
 
 
 def main(argv: list[str]) -> int:

@@ -9,9 +9,27 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from llm.errors import NpuboxError
+
+def read_hf_config(path: Path) -> dict:
+    """A HF `config.json` (or the folder holding it) as a dict, or one clear sentence."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NpuboxError(f"{path}: file not found; expected a Hugging Face config.json") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise NpuboxError(f"{path}: cannot be read as JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise NpuboxError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
+    return cfg
+
 
 # The recipe fields a config.json determines, in the order disagreements are reported.
 CHECKED_FIELDS = (

@@ -73,7 +73,6 @@ def _losses(ws, tag: str) -> list[float]:
 
 def _node(ws, rank: int, port: int, tag: str, iters: int = 8):
     import subprocess
-    import sys
 
     from .conftest import INVOKE, REPO
 

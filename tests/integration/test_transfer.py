@@ -14,6 +14,7 @@ import subprocess
 
 import pytest
 
+from llm.digest import sha256_file
 from llm.env import transfer
 from llm.env.engine import docker, image_exists, inspect_image
 from llm.env.spec import load_spec
@@ -52,7 +53,7 @@ def test_export_delete_import_restores_the_image(probe_image, tmp_path):
     manifest = json.loads((out / f"cpu-{loaded.spec.version}-{spec_hash[:12]}.manifest.json").read_text())
     assert {p.name for p in out.iterdir()} == {archive.name, archive.name[:-4] + ".manifest.json"}  # no leftovers
     assert manifest == {"env": "cpu", "tag": probe_image, "image_id": image_id, "spec_hash": spec_hash,
-                        "archive": archive.name, "sha256": transfer.file_sha256(archive),
+                        "archive": archive.name, "sha256": sha256_file(archive),
                         "size": archive.stat().st_size}  # fmt: skip
 
     subprocess.run(["docker", "rmi", probe_image], check=True, capture_output=True)
@@ -78,7 +79,7 @@ def write_fake_export(tmp_path, data: bytes = b"not really an image"):
     archive = tmp_path / "cpu-1.0.0-0123456789ab.tar"
     archive.write_bytes(data)
     manifest = transfer.Manifest(env="cpu", tag=PROBE, image_id="sha256:" + "0" * 64, spec_hash="0123456789ab" * 4,
-                                 archive=archive.name, sha256=transfer.file_sha256(archive),
+                                 archive=archive.name, sha256=sha256_file(archive),
                                  size=len(data))  # fmt: skip
     transfer.manifest_path(archive).write_text(manifest.model_dump_json())
     return archive

@@ -4,7 +4,6 @@ field path, the bad value and what was expected; the lock is checked against the
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
