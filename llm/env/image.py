@@ -283,4 +283,6 @@ def build_image(loaded: LoadedSpec, site: Site, *, echo: Echo | None = _stderr_e
     for key, value in labels(loaded, base_ref).items():
         args += ["--label", f"{key}={value}"]
     docker([*args, str(ctx.path)], echo=echo, what=f"building {tag}", hint=hint)
+    if loaded.spec.cann:
+        docker(["rmi", stage], echo=echo, check=False, capture=True)  # only the name: its layers are the image's
     return tag
