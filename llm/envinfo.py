@@ -8,21 +8,18 @@ import glob
 import json
 import os
 import platform
-import re
 import sys
 from importlib import metadata
 from pathlib import Path
+
+from packaging.utils import canonicalize_name
 
 BAKED_SPEC = Path(os.environ.get("NPUBOX_BAKED_SPEC", "/etc/npubox/spec.json"))
 KEY_PACKAGES = ("torch", "megatron-core", "transformers", "tokenizers", "safetensors", "pyarrow", "torch-npu", "apex")
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def installed_packages() -> dict[str, str]:
-    return {_norm(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]}
+    return {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]}
 
 
 def cann_version() -> str | None:

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llm.errors import NpuboxError
+from llm.eval.data import TASKS as EVAL_TASKS
 from llm.workspace import Workspace
-
-EVAL_TASKS = ("mmlu", "ceval", "boolq")
 
 
 @dataclass

@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from llm.__main__ import PHASES as LLM_PHASES
 from llm.env import container, transfer
 from llm.env.base import ensure_base
 from llm.env.devices import device_flags
@@ -19,7 +20,8 @@ from llm.env.site import Site
 from llm.env.spec import LoadedSpec, env_names, load_spec
 from llm.errors import NpuboxError
 
-PHASES = ("env", "sample", "convert", "preprocess", "pretrain", "launch", "eval", "all")
+# What `invoke run --phase` accepts: the container's phases (llm/__main__.py) that take --model.
+PHASES = tuple(p for p in LLM_PHASES if p != "recipe")
 DEFAULT_WORKSPACE = Path(os.environ.get("NPUBOX_HOST_WORKSPACE", "workspace"))
 
 

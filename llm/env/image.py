@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import llm
+from llm.digest import sha256_file
 from llm.env.base import resolve_base
 from llm.env.engine import Echo, _stderr_echo, docker
-from llm.digest import sha256_file
 from llm.env.site import Site, cache_dir
 from llm.env.spec import LoadedSpec
 from llm.errors import NpuboxError
@@ -190,7 +190,7 @@ class BuildContext:
     build_args: dict[str, str]
 
 
-def prepare_context(loaded: LoadedSpec, base_ref: str, wheels: dict[str, Path], arch: str,
+def prepare_context(loaded: LoadedSpec, base_ref: str, wheels: dict[str, Path], installers: list[Path],
                     inputs: BuildInputs = BuildInputs(), echo: Echo | None = _stderr_echo) -> BuildContext:
     from llm.env.sources import export_source
 
@@ -211,7 +211,6 @@ def prepare_context(loaded: LoadedSpec, base_ref: str, wheels: dict[str, Path], 
     if loaded.spec.cann:
         build_args["CANN_VERSION"] = loaded.spec.cann.version
         shutil.copy2(DOCKERFILE.parent / "install-cann.sh", ctx / "install-cann.sh")
-        installers = require_installers(loaded, inputs.vendor, arch)
         if installers:
             (ctx / "cann").mkdir()
             for path in installers:
@@ -246,7 +245,6 @@ def capture_cann_env(image: str, echo: Echo | None = _stderr_echo) -> dict[str, 
 
     Baked into the image's ENV because `docker exec` and testinfra do not read .bashrc."""
     script = (
-        "env -0 > /tmp/before; "
         ". /usr/local/Ascend/ascend-toolkit/set_env.sh >/dev/null 2>&1; "
         "[ -f /usr/local/Ascend/nnal/atb/set_env.sh ] && . /usr/local/Ascend/nnal/atb/set_env.sh >/dev/null 2>&1; "
         "env -0"
@@ -270,10 +268,10 @@ def build_image(loaded: LoadedSpec, site: Site, *, echo: Echo | None = _stderr_e
         raise NpuboxError(f"{loaded.path}: field `arch` is {loaded.spec.arch}: this host is {arch}, which it does not list")
     tag = tag or loaded.tag
     _ = loaded.lock  # validates the lock against the spec before any work
-    require_installers(loaded, inputs.vendor, arch)
+    installers = require_installers(loaded, inputs.vendor, arch)  # before any work: they are the largest input
     base_ref = resolve_base(loaded, echo=echo)
     wheels = fetch_wheels(loaded, site, arch, echo=echo)
-    ctx = prepare_context(loaded, base_ref, wheels, arch, inputs, echo=echo)
+    ctx = prepare_context(loaded, base_ref, wheels, installers, inputs, echo=echo)
     hint = f"fix the step shown above and re-run `invoke build-image --env {loaded.name}` (finished steps are cached)"
     if loaded.spec.cann:
         stage = f"npubox-stage/{loaded.name}-cann:{loaded.content_hash[:12]}"

@@ -4,10 +4,15 @@ them, and the labels the image will carry — before any build starts."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
 
 from llm.env.image import BuildInputs, cann_installers, dockerfile_blocks, host_arch, labels
 from llm.env.site import Site, cache_dir
-from llm.env.spec import LoadedSpec, normalize
+from llm.env.spec import LoadedSpec
+from llm.errors import NpuboxError
 
 
 @dataclass(frozen=True)
@@ -33,12 +38,13 @@ class BuildPlan:
 
 
 def _docker_ready() -> bool:
-    import shutil
-    import subprocess
+    from llm.env.engine import ensure_daemon
 
-    if shutil.which("docker") is None:
+    try:
+        ensure_daemon()
+    except NpuboxError:
         return False
-    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+    return True
 
 
 def _base_input(loaded: LoadedSpec) -> PlannedInput:
@@ -58,14 +64,20 @@ def _base_input(loaded: LoadedSpec) -> PlannedInput:
     return PlannedInput("base image", "pull", ref, "if the registry is unreachable: `docker load -i` the image's archive")
 
 
+def _wheel_is(path: Path, name: str, version: str) -> bool:
+    try:
+        wheel_name, wheel_version, _build, _tags = parse_wheel_filename(path.name)
+    except (InvalidWheelFilename, InvalidVersion):
+        return False
+    return wheel_name == canonicalize_name(name) and wheel_version == Version(version)
+
+
 def _wheel_inputs(loaded: LoadedSpec, site: Site) -> list[PlannedInput]:
     folders = [*site.wheelhouse, cache_dir() / "wheels" / f"py{loaded.spec.python}-{host_arch()}"]
     out = []
     for name, version in loaded.requirement_pins().items():
-        prefix = f"{name.replace('-', '_')}-{version}-"
         hit = next((p for d in folders if d.is_dir() for p in sorted(d.glob("*.whl"))
-                    if normalize(p.name).replace("-", "_").startswith(prefix.replace("-", "_"))
-                    or p.name.lower().startswith(prefix)), None)  # fmt: skip
+                    if _wheel_is(p, name, version)), None)  # fmt: skip
         what = f"wheel {name}=={version}"
         if hit:
             out.append(PlannedInput(what, "present", str(hit)))

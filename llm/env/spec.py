@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
+from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 import llm
@@ -146,7 +147,7 @@ class Spec(Strict):
             m = PIN_RE.match(req)
             if not m:
                 raise ValueError(f"every requirement pinned as name==version; item {i} is {req!r}")
-            key = normalize(m.group(1))
+            key = canonicalize_name(m.group(1))
             if key in seen:
                 raise ValueError(f"each package once; {m.group(1)!r} appears twice")
             seen.add(key)
@@ -187,10 +188,6 @@ class Spec(Strict):
         if accelerator in ("cuda", "cpu") and v is not None:
             raise ValueError(f"no `cann` section for accelerator {accelerator} (CANN is for npu only)")
         return v
-
-
-def normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 class LockEntry(BaseModel):
@@ -247,10 +244,10 @@ class LoadedSpec:
                 f"{self.path}: lock file {self.lock_path} does not exist; run `invoke lock --env {self.name}` to create it"
             )
         entries = parse_lock(self.lock_path)
-        locked = {normalize(e.name): e.version for e in entries}
+        locked = {canonicalize_name(e.name): e.version for e in entries}
         for req in self.spec.requirements:
             m = PIN_RE.match(req)
-            name, version = normalize(m.group(1)), m.group(3)
+            name, version = canonicalize_name(m.group(1)), m.group(3)
             if locked.get(name) != version:
                 raise NpuboxError(
                     f"{self.lock_path}: out of date with {self.path}: requirement {req} is locked as "
@@ -260,10 +257,10 @@ class LoadedSpec:
 
     def requirement_pins(self) -> dict[str, str]:
         """The spec's own pins (what the lock must agree with), readable without the lock."""
-        return {normalize(m.group(1)): m.group(3) for m in map(PIN_RE.match, self.spec.requirements)}
+        return {canonicalize_name(m.group(1)): m.group(3) for m in map(PIN_RE.match, self.spec.requirements)}
 
     def pins(self) -> dict[str, str]:
-        return {normalize(e.name): e.version for e in self.lock}
+        return {canonicalize_name(e.name): e.version for e in self.lock}
 
     @cached_property
     def content_hash(self) -> str:
@@ -274,7 +271,7 @@ class LoadedSpec:
         h = hashlib.sha256()
         h.update(json.dumps(self.spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode())
         h.update(b"\0lock\0")
-        h.update("\n".join(f"{normalize(e.name)}=={e.version} {' '.join(sorted(e.hashes))}" for e in self.lock).encode())
+        h.update("\n".join(f"{canonicalize_name(e.name)}=={e.version} {' '.join(sorted(e.hashes))}" for e in self.lock).encode())
         h.update(b"\0llm\0" + llm.__version__.encode())
         return h.hexdigest()
 

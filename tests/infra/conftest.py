@@ -28,10 +28,5 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture(scope="module")
 def installed(host):
-    """{normalized name: version} of every distribution in the image's Python."""
-    out = host.check_output(
-        "python -c 'import json, re; from importlib import metadata; "
-        'print(json.dumps({re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower(): d.version '
-        "for d in metadata.distributions()}))'"
-    )
-    return json.loads(out)
+    """{normalized name: version} of every distribution in the image's Python (`llm env`'s own reading)."""
+    return json.loads(host.check_output("python -m llm env --json --all-packages"))["all_packages"]
