@@ -22,16 +22,27 @@ def installed_packages() -> dict[str, str]:
     return {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]}
 
 
+def read_version_info(path: Path) -> str | None:
+    """The `Version=` (or `version=`) value of an Ascend version.info / *_install.info file."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip().lower() == "version" and value.strip():
+            return value.strip()
+    return None
+
+
 def cann_version() -> str | None:
-    home = os.environ.get("ASCEND_TOOLKIT_HOME")
-    candidates = [Path(home) / "version.info"] if home else []
-    candidates += [Path(p) for p in sorted(glob.glob("/usr/local/Ascend/ascend-toolkit/latest/*/version.info"))]
-    candidates.append(Path("/usr/local/Ascend/ascend-toolkit/latest/version.info"))
-    for path in candidates:
-        if path.is_file():
-            for line in path.read_text(errors="replace").splitlines():
-                if line.startswith("Version="):
-                    return line.split("=", 1)[1].strip()
+    """The toolkit's version, from the same files containers/install-cann.sh checks at build time."""
+    homes = [os.environ.get("ASCEND_TOOLKIT_HOME") or "", "/usr/local/Ascend/ascend-toolkit/latest"]
+    for home in filter(None, homes):
+        for path in [Path(home) / "version.info", *map(Path, sorted(glob.glob(f"{home}/*-linux/ascend_toolkit_install.info")))]:
+            version = read_version_info(path)
+            if version:
+                return version
     return None
 
 

@@ -7,6 +7,7 @@ a non-root user, no new privileges, no capabilities, Hugging Face offline.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,7 +114,7 @@ def up(opts: RunOptions, echo: Echo | None = _stderr_echo) -> str:
     existing = docker(["ps", "-a", "--filter", f"name=^{name}$", "--format", "{{.Names}}"], echo=None, capture=True)
     if existing.stdout.strip():
         raise NpuboxError(f"a container named {name} already exists: use it (`invoke shell`) or remove it (`invoke down`)")
-    named = RunOptions(**{**opts.__dict__, "name": name})
+    named = dataclasses.replace(opts, name=name)
     docker(["run", "--detach", "--init", *sealed_flags(named), opts.image, "sleep", "infinity"], echo=echo,
            what=f"starting container {name}")  # fmt: skip
     return name

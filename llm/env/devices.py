@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from llm.env.spec import LoadedSpec
+from llm.envinfo import read_version_info
 from llm.errors import NpuboxError
 
 MANAGER_DEVICES = ("davinci_manager", "devmm_svm", "hisi_hdc")
@@ -152,16 +153,7 @@ def find_cards(root: Path) -> list[Card]:
 
 
 def read_driver_version(root: Path) -> str | None:
-    path = root / DRIVER_VERSION_FILE
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        key, _, value = line.partition("=")
-        if key.strip() == "Version" and value.strip():
-            return value.strip()
-    return None
+    return read_version_info(root / DRIVER_VERSION_FILE)
 
 
 def discover_ascend(root: Path | str = "/", runner: Runner = run_command) -> AscendHost:

@@ -122,3 +122,15 @@ def test_verify_without_a_baked_spec(tmp_path):
     proc = llm_env("--verify", baked_spec_path=tmp_path / "absent.json")
     assert proc.returncode == 2
     assert "no baked spec" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cann_version_from_the_real_toolkits_install_info(tmp_path, monkeypatch):
+    # A real CANN toolkit records its version in <arch>-linux/ascend_toolkit_install.info, not version.info.
+    from llm.envinfo import cann_version
+
+    (tmp_path / "aarch64-linux").mkdir()
+    (tmp_path / "aarch64-linux" / "ascend_toolkit_install.info").write_text("package_name=Ascend-cann-toolkit\nversion=8.0.RC1\n")
+    monkeypatch.setenv("ASCEND_TOOLKIT_HOME", str(tmp_path))
+    assert cann_version() == "8.0.RC1"
+    (tmp_path / "version.info").write_text("Version=8.1.RC1\n")
+    assert cann_version() == "8.1.RC1"
