@@ -24,6 +24,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def temp_beside(final: Path, suffix: str = ".tmp") -> Path:
+    """A new empty file `.<name>.<random><suffix>` in final's folder (same file system: rename works)."""
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
+    os.close(fd)
+    tmp = Path(name)
+    tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; the final file gets the usual permissions
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; on success fsync it and rename it onto ``final``.
@@ -31,10 +40,7 @@ def atomic_path(final: Path | str) -> Iterator[Path]:
     On an exception the temporary file is removed and ``final`` is left as it was."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; the final file gets the usual permissions
+    tmp = temp_beside(final)
     try:
         yield tmp
         with open(tmp, "rb+") as f:

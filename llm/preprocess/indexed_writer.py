@@ -14,10 +14,11 @@ from __future__ import annotations
 import glob
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from llm.atomic import fsync_dir, temp_beside
 
 INDEX_HEADER = b"MMIDIDX\x00\x00"
 INDEX_VERSION = 1
@@ -40,21 +41,8 @@ def optimal_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size < 65500 else np.dtype(np.int32)
 
 
-def _temp_beside(final: Path, suffix: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
-    os.close(fd)
-    os.chmod(name, 0o666 & ~_umask())  # mkstemp makes 0600; a dataset is as readable as any file the user writes
-    return Path(name)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def stale_temporaries(prefix: Path) -> list[Path]:
-    """Temporary files an interrupted run left for dataset ``prefix`` (the names _temp_beside makes)."""
+    """Temporary files an interrupted run left for dataset ``prefix`` (the names llm.atomic.temp_beside makes)."""
     found = []
     for final in (prefix.name + ".bin", prefix.name + ".idx"):
         found += [p for p in prefix.parent.glob(f".{glob.escape(final)}.*") if p.suffix in (".tmp", ".lengths")]
@@ -70,9 +58,9 @@ class IndexedDatasetWriter:
         self.bin_path = prefix.with_name(prefix.name + ".bin")
         self.idx_path = prefix.with_name(prefix.name + ".idx")
         self.dtype = np.dtype(dtype)
-        self.bin_tmp = _temp_beside(self.bin_path, ".tmp")
-        self.idx_tmp = _temp_beside(self.idx_path, ".tmp")
-        self.lengths_tmp = _temp_beside(self.idx_path, ".lengths")
+        self.bin_tmp = temp_beside(self.bin_path, ".tmp")
+        self.idx_tmp = temp_beside(self.idx_path, ".tmp")
+        self.lengths_tmp = temp_beside(self.idx_path, ".lengths")
         self._bin = open(self.bin_tmp, "wb")
         self._lengths = open(self.lengths_tmp, "wb")
         self.sequences = 0
@@ -143,8 +131,4 @@ def publish(writers: list[IndexedDatasetWriter]) -> None:
     for w in writers:
         os.replace(w.idx_tmp, w.idx_path)
     for parent in {w.idx_path.parent for w in writers}:
-        fd = os.open(parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(parent)
