@@ -8,9 +8,12 @@
    the least a conversion that writes every byte once must cost. The copy is deleted at once.
 3. Runs `python -m llm convert --from hf --to mcore --tp 4 --pp 2` as a child process and reads
    its peak RSS from the kernel (os.wait4).
+4. Deletes the HF files, copies the rank files the same way (the anchor of the way back), and runs
+   `python -m llm convert --from mcore --to hf` on them.
 
-Prints wall times, peak RSS and the ratios against the targets: peak RSS ≤ 25 % of the checkpoint
-size, time ≤ 2 × the copy. Everything lives in a temporary directory under --work-dir (default: the
+Prints, for both directions, wall times, peak RSS and the ratios against the targets: peak RSS ≤ 25 %
+of the checkpoint size, time ≤ 2 × the copy of the source's bytes. At most two checkpoints are on the
+disk at once (about 30 GB for qwen25-7b). Everything lives in a temporary directory under --work-dir (default: the
 system temp dir; pick one on the disk you care about) and is deleted at the end.
 """
 
@@ -71,6 +74,40 @@ def timed(argv: list[str], env=None) -> tuple[float, float, int]:
     return time.monotonic() - start, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
 
 
+def copy_anchor(files: list[Path], work: Path) -> tuple[float, float, float]:
+    """`cp` of ``files`` into a fresh folder on the same disk, then `sync FILE...`: (cp + fsync s, cp s, cp CPU s).
+    The copy is deleted at once."""
+    copy = work / "copy"
+    copy.mkdir()
+    cp_plain, cp_cpu, _ = timed(["cp", *map(str, files), str(copy)])
+    sync_time, _, _ = timed(["sync", *(str(copy / f.name) for f in files)])
+    shutil.rmtree(copy)
+    return cp_plain + sync_time, cp_plain, cp_cpu
+
+
+def convert(argv: list[str]) -> tuple[float, float, int]:
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return timed([sys.executable, "-m", "llm", "convert", *argv], env=env)
+
+
+def report(title: str, size: int, written: int, conv: tuple[float, float, int], anchor: tuple[float, float, float]):
+    conv_time, conv_cpu, rss = conv
+    cp_time, cp_plain, cp_cpu = anchor
+    print(f"{title}")
+    print(f"  source              {size / GiB:8.2f} GiB")
+    print(f"  written             {written / GiB:8.2f} GiB")
+    print(f"  convert wall time   {conv_time:8.1f} s")
+    print(f"  cp + fsync          {cp_time:8.1f} s    (cp alone {cp_plain:.1f} s, of the source's bytes)")
+    print(f"  time ratio          {conv_time / cp_time:8.2f} x   (target <= 2.00)")
+    print(f"  CPU seconds         {conv_cpu:8.1f} s    (cp {cp_cpu:.1f} s)")
+    print(f"  peak RSS            {rss / GiB:8.2f} GiB")
+    print(f"  RSS / checkpoint    {100 * rss / size:8.1f} %   (target <= 25 %)")
+
+
+def tree_files(root: Path) -> list[Path]:
+    return sorted(f for f in root.rglob("*") if f.is_file())
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work-dir", type=Path, default=None, help="where the temporary data goes (same disk for all)")
@@ -78,42 +115,53 @@ def main() -> int:
     p.add_argument("--tp", type=int, default=4)
     p.add_argument("--pp", type=int, default=2)
     p.add_argument("--shard-gb", type=float, default=2.0, help="HF shard size of the generated checkpoint")
+    p.add_argument("--generate-into", type=Path, help=argparse.SUPPRESS)  # the child process that makes the weights
     args = p.parse_args()
     recipe = load_recipe(args.model)
+    if args.generate_into:
+        generate(recipe, args.generate_into, int(args.shard_gb * GiB))
+        return 0
 
     work = Path(tempfile.mkdtemp(prefix="npubox-bench-convert-", dir=args.work_dir))
     try:
         hf = work / "hf"
         print(f"generating random {args.model} (bf16) in {hf} ...", flush=True)
         t0 = time.monotonic()
-        size = generate(recipe, hf, int(args.shard_gb * GiB))
-        print(f"generated {size / GiB:.2f} GiB in {time.monotonic() - t0:.1f}s", flush=True)
-        files = sorted(str(f) for f in hf.iterdir())
+        # In a child: a child's peak RSS as the kernel reports it includes what it was forked from, so this process
+        # stays small (no torch) and every figure below is the measured command's own.
+        subprocess.run([sys.executable, __file__, "--model", args.model, "--shard-gb", str(args.shard_gb),
+                        "--generate-into", str(hf)], check=True)  # fmt: skip
+        hf_files = tree_files(hf)
+        hf_bytes = sum(f.stat().st_size for f in hf_files)
+        print(f"generated {hf_bytes / GiB:.2f} GiB in {time.monotonic() - t0:.1f}s", flush=True)
 
-        copy = work / "copy"
-        copy.mkdir()
-        cp_plain, cp_cpu, _ = timed(["cp", *files, str(copy)])
-        sync_time, _, _ = timed(["sync", *(str(copy / Path(f).name) for f in files)])
-        cp_time = cp_plain + sync_time
-        shutil.rmtree(copy)
-        print(f"cp: {cp_plain:.1f}s, cp + fsync: {cp_time:.1f}s", flush=True)
-
-        out = work / "mcore"
-        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+        anchor_fwd = copy_anchor(hf_files, work)
+        print(f"cp + fsync of the HF files: {anchor_fwd[0]:.1f}s", flush=True)
         load = os.getloadavg()[0]
-        conv_time, conv_cpu, rss = timed([sys.executable, "-m", "llm", "convert", "--model", args.model, "--load-dir", str(hf),
-                                "--save-dir", str(out), "--tp", str(args.tp), "--pp", str(args.pp)], env=env)
-        written = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+        mcore = work / "mcore"
+        fwd = convert(["--model", args.model, "--load-dir", str(hf), "--save-dir", str(mcore), "--tp", str(args.tp),
+                       "--pp", str(args.pp)])  # fmt: skip
+        mcore_files = tree_files(mcore)
+        mcore_bytes = sum(f.stat().st_size for f in mcore_files)
+        shutil.rmtree(hf)  # the disk holds two checkpoints at most
+
+        nested = [f for f in mcore_files if f.name == "model_optim_rng.pt"]
+        flat = work / "flat"  # cp's anchor for the rank files: the same bytes as one folder of files
+        flat.mkdir()
+        for i, f in enumerate(nested):
+            os.link(f, flat / f"{i:03d}.pt")
+        anchor_back = copy_anchor(sorted(flat.iterdir()), work)
+        shutil.rmtree(flat)
+        print(f"cp + fsync of the rank files: {anchor_back[0]:.1f}s", flush=True)
+        back = work / "back"
+        rev = convert(["--model", args.model, "--from", "mcore", "--to", "hf", "--load-dir", str(mcore),
+                       "--save-dir", str(back)])  # fmt: skip
+        back_bytes = sum(f.stat().st_size for f in tree_files(back))
 
         print()
-        print(f"checkpoint          {size / GiB:8.2f} GiB  ({args.model}, bf16, {len(files) - 2} shards)")
-        print(f"written             {written / GiB:8.2f} GiB  (tp{args.tp} pp{args.pp})")
-        print(f"convert wall time   {conv_time:8.1f} s")
-        print(f"cp + fsync          {cp_time:8.1f} s    (cp alone {cp_plain:.1f} s)")
-        print(f"time ratio          {conv_time / cp_time:8.2f} x   (target <= 2.00)")
-        print(f"CPU seconds         {conv_cpu:8.1f} s    (cp {cp_cpu:.1f} s; {os.cpu_count()} cores, load average {load:.1f} at start)")
-        print(f"peak RSS            {rss / GiB:8.2f} GiB")
-        print(f"RSS / checkpoint    {100 * rss / size:8.1f} %   (target <= 25 %)")
+        print(f"{args.model}, bf16, {len(hf_files) - 2} HF shards; {os.cpu_count()} cores, load average {load:.1f}")
+        report(f"HF -> mcore tp{args.tp} pp{args.pp}", hf_bytes, mcore_bytes, fwd, anchor_fwd)
+        report(f"mcore tp{args.tp} pp{args.pp} -> HF", mcore_bytes, back_bytes, rev, anchor_back)
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)

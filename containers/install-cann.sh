@@ -1,45 +1,65 @@
 #!/bin/sh
-# Install CANN from the vendor .run files listed in <dir>/order.txt with their documented
-# command line, then check the installed version. `--check-only VERSION` checks a CANN that the
-# base image brings.
+# The CANN stage: install-cann.sh MODE VERSION DIR OUT SET_ENV...
+#   none        no CANN: make an empty OUT
+#   base        the base image brings CANN: check its version and its set_env.sh scripts
+#   installers  run the vendor .run files listed in DIR/order.txt with their documented command
+#               line into /usr/local/Ascend, check, and move the tree to OUT (the next stage copies
+#               OUT to /usr/local/Ascend, so the installers themselves never reach a kept layer)
 set -eu
 ASCEND=/usr/local/Ascend
+mode=$1 version=$2 dir=$3 out=$4
+shift 4
 
 installed_version() {
-    for f in "$ASCEND"/ascend-toolkit/latest/version.info "$ASCEND"/ascend-toolkit/latest/*-linux/ascend_toolkit_install.info; do
-        if [ -f "$f" ]; then
-            sed -n 's/^[Vv]ersion=//p' "$f" | head -n 1
-            return 0
-        fi
+    # The toolkit's version file: ascend-toolkit/latest up to CANN 8.3, cann/ from 8.5.
+    for home in "$ASCEND"/ascend-toolkit/latest "$ASCEND"/cann; do
+        for f in "$home"/version.info "$home"/*-linux/ascend_toolkit_install.info; do
+            if [ -f "$f" ]; then
+                sed -n 's/^[Vv]ersion=//p' "$f" | head -n 1
+                return 0
+            fi
+        done
     done
     return 1
 }
 
 check() {
     found="$(installed_version || true)"
-    if [ "$found" != "$1" ]; then
-        echo "CANN: the spec pins $1, the image has ${found:-no CANN toolkit under $ASCEND/ascend-toolkit/latest}" >&2
+    if [ "$found" != "$version" ]; then
+        echo "CANN: the spec pins $version, the image has ${found:-no CANN toolkit under $ASCEND}" >&2
         exit 1
     fi
-    if [ ! -f "$ASCEND/ascend-toolkit/set_env.sh" ]; then
-        echo "CANN $1: $ASCEND/ascend-toolkit/set_env.sh is missing" >&2
-        exit 1
-    fi
-    echo "CANN $found at $ASCEND/ascend-toolkit/latest"
+    for script in "$@"; do
+        if [ ! -f "$script" ]; then
+            echo "CANN $version: $script is missing (the spec's cann.set_env lists it)" >&2
+            exit 1
+        fi
+    done
+    echo "CANN $found at $ASCEND; set_env: $*"
 }
 
-if [ "$1" = "--check-only" ]; then
-    check "$2"
-    exit 0
-fi
-
-dir=$1
-version=$2
-mkdir -p "$ASCEND"
-while IFS= read -r run; do
-    [ -n "$run" ] || continue
-    echo "installing $run"
-    chmod +x "$dir/$run"
-    "$dir/$run" --install --quiet --install-for-all --install-path="$ASCEND"
-done < "$dir/order.txt"
-check "$version"
+case "$mode" in
+    none)
+        mkdir -p "$out"
+        ;;
+    base)
+        check "$@"
+        mkdir -p "$out"
+        ;;
+    installers)
+        mkdir -p "$ASCEND"
+        while IFS= read -r run; do
+            [ -n "$run" ] || continue
+            echo "installing $run"
+            chmod +x "$dir/$run"
+            "$dir/$run" --install --quiet --install-for-all --install-path="$ASCEND"
+        done < "$dir/order.txt"
+        check "$@"
+        mkdir -p "$(dirname "$out")"
+        mv "$ASCEND" "$out"
+        ;;
+    *)
+        echo "install-cann.sh: unknown mode $mode (none, base, installers)" >&2
+        exit 1
+        ;;
+esac

@@ -110,14 +110,13 @@ def load_rank(
 
     ``argparse.Namespace`` is always allowed; pass more classes (e.g. numpy's, for Megatron's
     rng_state) in ``safe_globals``."""
-    import torch
+    from llm.compat import load_weights_only
 
     path = rank_file(load_dir, iteration, tp_rank, pp_rank, pp_size)
     if not path.is_file():
         raise NpuboxError(f"{path}: not found; expected the rank file of tp rank {tp_rank}, pp rank {pp_rank} of {pp_size}")
     try:
-        with torch.serialization.safe_globals([argparse.Namespace, *safe_globals]):
-            state = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+        state = load_weights_only(path, [argparse.Namespace, *safe_globals], map_location=map_location)
     except Exception as e:  # torch raises UnpicklingError / RuntimeError with long messages
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise NpuboxError(f"{path}: cannot be loaded with torch.load(weights_only=True): {first}") from None

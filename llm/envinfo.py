@@ -83,10 +83,15 @@ def load_baked() -> dict | None:
     return json.loads(BAKED_SPEC.read_text())
 
 
-def drifts(baked: dict, found: dict) -> list[str]:
+def drifts(baked: dict, found: dict, environ: dict[str, str] | None = None) -> list[str]:
     """Every way the running environment differs from the baked spec, one sentence each."""
     out = []
     spec = baked["spec"]
+    environ = os.environ if environ is None else environ
+    for key, value in sorted(spec.get("env", {}).items()):  # compared literally: no $VAR expansion either side
+        if environ.get(key) != value:
+            out.append(f"env {key}: pinned {value!r}, found {environ[key]!r}" if key in environ
+                       else f"env {key}: pinned {value!r}, found unset")
     if not found["python"].startswith(spec["python"] + "."):
         out.append(f"python: pinned {spec['python']}, found {found['python']}")
     installed = found["all_packages"]

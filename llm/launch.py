@@ -33,6 +33,9 @@ DEFAULT_ENV: dict[str, str] = {
 }
 
 
+DEFAULT_MASTER_PORT = 6000
+
+
 @dataclass
 class LaunchPlan:
     torchrun_args: list[str]
@@ -50,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--nnodes", default="1", help="number of nodes (c10d rendezvous also takes MIN:MAX)")
     a("--node-rank", type=int, default=0, help="this node's rank, 0..nnodes-1 (static launch)")
     a("--master-addr", default="127.0.0.1", help="address of node 0 (static launch)")
-    a("--master-port", type=int, default=6000, help="port on node 0 (seed 004 uses 6000)")
+    a("--master-port", type=int, help="port on node 0 (default 6000, as seed 004; the mindspeed-llm engine: its "
+      "example script's)")
     a("--rdzv-endpoint", help="HOST:PORT of a c10d rendezvous; replaces --node-rank/--master-addr")
     a("--rdzv-id", default="npubox", help="job id shared by all nodes of one c10d rendezvous")
     a("--max-restarts", type=int, default=0, help="times torchrun restarts the workers after a failure")
@@ -65,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def plan(ns: argparse.Namespace, devices_found: int) -> LaunchPlan:
+def plan(ns: argparse.Namespace, devices_found: int, worker: list[str] | None = None) -> LaunchPlan:
+    """torchrun's arguments and the workers' environment. ``worker``: what each process runs (default:
+    ``-m llm <phase> <phase args>``; the mindspeed-llm engine gives its ``pretrain_gpt.py`` and flags)."""
     from llm.__main__ import PHASES
 
     if ns.phase not in PHASES or ns.phase in ("launch", "all"):
@@ -85,11 +91,12 @@ def plan(ns: argparse.Namespace, devices_found: int) -> LaunchPlan:
             raise NpuboxError(f"--nnodes {ns.nnodes!r}: a static launch needs one number (MIN:MAX needs --rdzv-endpoint)") from None
         if not 0 <= ns.node_rank < nnodes:
             raise NpuboxError(f"--node-rank {ns.node_rank}: expected 0..{nnodes - 1} for --nnodes {nnodes}")
-        args += [f"--node-rank={ns.node_rank}", f"--master-addr={ns.master_addr}", f"--master-port={ns.master_port}"]
+        port = ns.master_port or DEFAULT_MASTER_PORT
+        args += [f"--node-rank={ns.node_rank}", f"--master-addr={ns.master_addr}", f"--master-port={port}"]
     if ns.log_dir:
         args += [f"--log-dir={ns.log_dir}", "--redirects=3", "--tee=3"]
     phase_args = ns.phase_args[1:] if ns.phase_args[:1] == ["--"] else ns.phase_args
-    args += ["-m", "llm", ns.phase, *phase_args]
+    args += worker or ["-m", "llm", ns.phase, *phase_args]
 
     env = {k: v for k, v in DEFAULT_ENV.items() if k not in os.environ}
     env["NPUBOX_HEARTBEAT_TIMEOUT"] = str(ns.heartbeat_timeout)
@@ -115,6 +122,15 @@ def main(argv: list[str]) -> int:
     ns = build_parser().parse_args(argv)
     from llm.accel import detect
 
+    if ns.phase == "pretrain":
+        from llm.pretrain import split_engine
+
+        engine, rest = split_engine(ns.phase_args[1:] if ns.phase_args[:1] == ["--"] else ns.phase_args)
+        if engine == "mindspeed-llm":  # torchrun runs the stack's own pretrain_gpt.py
+            from llm.pretrain.mindspeed_run import main as engine_main
+
+            return engine_main(rest, launch_ns=ns)
+        # mcore: each worker runs `llm pretrain` with the same arguments (an --engine mcore included)
     accel = detect()
     launch = plan(ns, accel.device_count)
     print(" ".join(f"{k}={v}" for k, v in sorted(launch.env.items())), "torchrun", " ".join(launch.torchrun_args), file=sys.stderr, flush=True)

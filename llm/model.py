@@ -189,26 +189,40 @@ def build_gpt_model(
     seq_length: int | None = None,
     accel: "Accelerator | None" = None,
     init_method_std: float = DEFAULT_INIT_METHOD_STD,
+    attention: str | None = None,
+    fusions: tuple[str, ...] = (),
 ) -> "GPTModel":
     """This rank's megatron-core GPTModel (local spec) for ``recipe`` split ``tp`` × ``pp``.
 
     Requires :func:`init_distributed` (megatron's layers read the TP/PP groups). ``pre_process`` /
     ``post_process`` default to whether this rank is the first / last pipeline stage. The vocab is
     padded to ``recipe.architecture.padded_vocab_size(tp)``. Parameters are on the accelerator
-    (CPU: on CPU), in ``dtype`` (default float32)."""
+    (CPU: on CPU), all in ``dtype`` (default float32). ``attention`` is the core attention,
+    ``"sdpa"`` or megatron's ``"unfused"`` (:mod:`llm.sdpa_attention`; default: the accelerator's);
+    ``fusions`` the kernel fusions of :mod:`llm.fusions` that the TransformerConfig turns on."""
+    import dataclasses
+
     from megatron.core import parallel_state
     from megatron.core.models.gpt import GPTModel
-    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
+    from llm import accel as accel_mod
+    from llm.fusions import config_overrides
+    from llm.compat import gpt_local_layer_spec
+    from llm.sdpa_attention import with_core_attention
+
+    accel = accel or accel_mod.detect()
     a = recipe.architecture
     config = transformer_config(recipe, tp, pp, dtype, accel, init_method_std)
+    if fusions:
+        config = dataclasses.replace(config, **config_overrides(fusions, config.bf16))
     if pre_process is None:
         pre_process = parallel_state.is_pipeline_first_stage()
     if post_process is None:
         post_process = parallel_state.is_pipeline_last_stage()
-    return GPTModel(
+    spec = with_core_attention(gpt_local_layer_spec(), attention or accel.attention)
+    model = GPTModel(
         config=config,
-        transformer_layer_spec=get_gpt_layer_local_spec(normalization="RMSNorm"),
+        transformer_layer_spec=spec,
         vocab_size=a.padded_vocab_size(tp),
         max_sequence_length=seq_length or a.max_position_embeddings,
         pre_process=pre_process,
@@ -218,3 +232,6 @@ def build_gpt_model(
         rotary_base=int(a.rotary_base),
         parallel_output=True,
     )
+    # The local spec's RMSNorm (torch.nn.RMSNorm) ignores params_dtype: cast it as Megatron-LM's Float16Module
+    # does. megatron-core's distributed optimizer assumes one dtype per param group when it maps checkpoint shards.
+    return model.to(config.params_dtype)

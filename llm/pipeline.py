@@ -40,13 +40,13 @@ def plan(model: str, ws: Workspace, train_iters: int) -> list[Step]:
     if recipe.tokenizer.origin == "sample":
         steps.append(Step("sample", ["sample", "--model", model], ws.hf_dir(model)))
     steps += [
-        Step("convert", ["convert", "--model", model, "--from", "hf", "--to", "mcore"], converted),
+        Step("convert", ["convert", "--model", model, "--from", "hf", "--to", "mcore", "--overwrite"], converted),
         Step("preprocess", ["preprocess", "--model", model], ws.dataset_prefix(model).with_name("sample_text_document.bin")),
         Step("pretrain", ["pretrain", "--model", model, "--load", str(converted), "--save", str(trained),
                           "--train-iters", str(train_iters), "--save-interval", str(train_iters)],
              trained),  # fmt: skip
         Step("convert back", ["convert", "--model", model, "--from", "mcore", "--to", "hf", "--load-dir", str(trained),
-                              "--save-dir", str(trained_hf)], trained_hf),  # fmt: skip
+                              "--save-dir", str(trained_hf), "--overwrite"], trained_hf),  # fmt: skip
     ]
     for task in EVAL_TASKS:
         out = ws.eval / model / f"{task}.json"

@@ -3,6 +3,7 @@ the bad value and what was expected."""
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import TypeVar
 
@@ -12,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from llm.errors import NpuboxError
 
 M = TypeVar("M", bound=BaseModel)
+MAX_YAML_BYTES = 256 << 10  # the largest spec or recipe read (today's are under 10 KB); 256 KiB parse in ~2 s
 
 
 class ConfigError(NpuboxError):
@@ -32,9 +34,34 @@ def _field_path(loc: tuple) -> str:
     return out or "(top level)"
 
 
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+def _short(value: object, limit: int = 80) -> str:
+    """repr(value) cut to ``limit`` characters, built only as far as needed: its cost is bounded however
+    large the value (a long list, a deep mapping) is."""
+    parts: list[str] = []
+    size = 0
+
+    def emit(text: str) -> bool:  # True once enough is written
+        nonlocal size
+        parts.append(text)
+        size += len(text)
+        return size > limit
+
+    def walk(v: object) -> bool:
+        if isinstance(v, dict):
+            return (emit("{") or any((i and emit(", ")) or walk(k) or emit(": ") or walk(x)
+                                     for i, (k, x) in enumerate(v.items())) or emit("}"))
+        if isinstance(v, (list, tuple)):
+            opening, closing = "[]" if isinstance(v, list) else "()"
+            return emit(opening) or any((i and emit(", ")) or walk(x) for i, x in enumerate(v)) or emit(closing)
+        if isinstance(v, str):
+            return emit(repr(v[: limit + 1]))
+        if isinstance(v, int) and v.bit_length() > 128:
+            return emit(f"<an integer of {v.bit_length()} bits>")
+        return emit(reprlib.repr(v))
+
+    walk(value)
+    text = "".join(parts)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def describe_validation_error(err: ValidationError) -> list[str]:
@@ -54,7 +81,17 @@ def describe_validation_error(err: ValidationError) -> list[str]:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load, except that a key given twice in one mapping is an error (YAML keeps the last silently)."""
+    """safe_load, except that a key given twice in one mapping is an error (YAML keeps the last silently),
+    and anchors and aliases are refused: a few hundred bytes of nested aliases expand to gigabytes."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (&name, *name) are not allowed here; write each value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -73,6 +110,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def parse_yaml_text(text: str, path: Path | str) -> object:
+    if len(text) > MAX_YAML_BYTES:
+        raise NpuboxError(f"{path}: larger than {MAX_YAML_BYTES:,} bytes; a spec or recipe is a few kilobytes")
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:
@@ -86,12 +125,18 @@ def parse_yaml_text(text: str, path: Path | str) -> object:
         if context and context_mark is not None:
             problem += f" ({context} started at line {context_mark.line + 1}, column {context_mark.column + 1})"
         raise ConfigError(path, [f"malformed YAML{where}: {problem}"]) from None
+    except ValueError as e:  # a value PyYAML cannot build, e.g. an integer over Python's 4300-digit limit
+        raise ConfigError(path, [f"malformed YAML: {str(e).split(';')[0]}"]) from None
 
 
 def load_model(path: Path | str, model: type[M], *, context: dict | None = None) -> M:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)
+        if len(raw) > MAX_YAML_BYTES:
+            raise NpuboxError(f"{path}: larger than {MAX_YAML_BYTES:,} bytes; a spec or recipe is a few kilobytes")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise NpuboxError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as e:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import re
+import shutil
+import sys
 import time
 from pathlib import Path
 
 from llm.atomic import atomic_dir
 from llm.errors import NpuboxError
 from llm.recipes import load_recipe
+from llm.target_lock import lock_target
 from llm.workspace import Workspace
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -40,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer-dir", type=Path, help="--to hf: copy tokenizer files from here "
                    "(default: <workspace>/models/M/hf when it exists)")
     p.add_argument("--max-shard-size-mb", type=int, default=2048, help="--to hf: largest safetensors shard (default 2048)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a checkpoint of the same kind already in --save-dir (the new one is written beside it "
+                   "and swapped in only when complete); without it an existing checkpoint is left alone")
     return p
 
 
@@ -60,10 +68,43 @@ def check_tp(recipe, tp: int) -> None:
             raise NpuboxError(f"--tp {tp} does not divide {what} ({value}) of recipe {recipe.name}; choose a divisor of it")
 
 
+KINDS = {"hf": "Hugging Face checkpoint (config.json and *.safetensors)",
+         "mcore": "Megatron checkpoint (latest_checkpointed_iteration.txt)"}  # fmt: skip
+
+
+def checkpoint_kind(path: Path) -> str | None:
+    if (path / "latest_checkpointed_iteration.txt").is_file():
+        return "mcore"
+    weights = any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file()
+    if (path / "config.json").is_file() and weights:
+        return "hf"
+    return None
+
+
+def trained_iteration(path: Path) -> int | None:
+    """The iteration of a pretrain checkpoint (optimizer state inside), None for weights only."""
+    from llm import checkpoint
+
+    try:
+        iteration = checkpoint.read_latest(path)
+        tp, pp = checkpoint.find_layout(path, iteration)
+        state = checkpoint.load_rank(path, iteration, 0, 0, pp)
+    except NpuboxError:
+        return None
+    return int(state.get("iteration", 0)) if "optimizer" in state else None
+
+
 def check_target(save_dir: Path, load_dir: Path) -> None:
-    if save_dir.resolve() == load_dir.resolve():
-        raise NpuboxError(f"--save-dir {save_dir} is the --load-dir; write the conversion elsewhere")
-    parent = save_dir.resolve().parent
+    """Refuse a --save-dir that is or contains the source, or whose folder cannot be written; make that folder."""
+    save, load = save_dir.resolve(), load_dir.resolve()
+    if save == load or save in load.parents:
+        raise NpuboxError(
+            f"--save-dir {save_dir} {'is' if save == load else 'contains'} the --load-dir {load_dir}: replacing it "
+            "would delete the model being converted; choose another --save-dir"
+        )
+    if save.exists() and not save.is_dir():
+        raise NpuboxError(f"--save-dir {save_dir} is a file; expected a folder to write the checkpoint into")
+    parent = save.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -72,12 +113,68 @@ def check_target(save_dir: Path, load_dir: Path) -> None:
         raise NpuboxError(f"--save-dir {save_dir}: directory {parent} is not writable")
 
 
+def check_existing(save_dir: Path, dst: str, overwrite: bool) -> None:
+    """Refuse a --save-dir whose replacement would lose something: unrelated files, or an existing checkpoint
+    (unless --overwrite)."""
+    save = save_dir.resolve()
+    if save.is_dir():
+        entries = sorted(p.name for p in save.iterdir())
+        kind = checkpoint_kind(save)
+        if entries and kind != dst:
+            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            raise NpuboxError(
+                f"--save-dir {save_dir} holds other files ({shown}), not a {KINDS[dst]}; convert replaces only a "
+                "checkpoint of the kind it writes: choose a new or empty --save-dir"
+            )
+        if entries:
+            trained = trained_iteration(save) if kind == "mcore" else None
+            what = f"a {KINDS[dst]}"
+            if trained is not None:
+                what = f"a trained checkpoint (iteration {trained}, with optimizer state)"
+            if not overwrite:
+                lost = ", which replacing it would lose" if trained is not None else ""
+                raise NpuboxError(f"--save-dir {save_dir} already holds {what}{lost}; pass --overwrite to replace it, "
+                                  "or choose another --save-dir")
+            print(f"--overwrite: {save_dir} holds {what}; it is replaced once the new one is complete", file=sys.stderr)
+
+
+def remove_stale_temporaries(save_dir: Path) -> None:
+    """Remove what a killed convert left beside ``save_dir``: ``atomic_dir``'s ``.<name>.<random>.tmp`` and
+    ``.<name>.old-<pid>`` folders. Called with the target's lock held: no live convert owns them."""
+    pattern = re.compile(rf"^\.{re.escape(save_dir.name)}\.([a-z0-9_]+\.tmp|old-\d+)$")
+    for entry in sorted(save_dir.parent.iterdir()):
+        if pattern.match(entry.name) and entry.is_dir() and not entry.is_symlink():
+            print(f"removing {entry} (left by an interrupted convert)", file=sys.stderr)
+            shutil.rmtree(entry)
+
+
+def raise_if_disk_full(error: Exception, save_dir: Path, load_dir: Path) -> None:
+    """Turn a write that failed for want of space (atomic_dir has removed the partial copy) into one sentence.
+    torch.save reports a full disk as a RuntimeError of its zip writer and safetensors as its own error, so the
+    free space decides too."""
+    if isinstance(error, NpuboxError):
+        return
+    full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(error)
+    parent = save_dir.resolve().parent
+    needed = sum(f.stat().st_size for f in load_dir.rglob("*") if f.is_file())
+    free = shutil.disk_usage(parent).free
+    if full or (isinstance(error, (OSError, RuntimeError)) and free < needed):
+        raise NpuboxError(
+            f"no space left on {parent} while writing {save_dir} ({free / 2**30:.1f} GiB free, the source is "
+            f"{needed / 2**30:.1f} GiB): free some space or choose another --save-dir; the partial copy was removed"
+        ) from None
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     recipe = load_recipe(args.model)
     ws = Workspace.from_env()
     defaults = recipe.defaults("convert")
-    tp, pp = args.tp or defaults.tp, args.pp or defaults.pp
+    tp = args.tp if args.tp is not None else defaults.tp
+    pp = args.pp if args.pp is not None else defaults.pp
+    for flag, value in (("--tp", tp), ("--pp", pp)):
+        if value < 1:
+            raise NpuboxError(f"{flag} {value}: expected 1 or more")
     layer_list = parse_layer_list(args.num_layer_list)
     if args.src == "mcore" and args.load_dir is None:
         raise NpuboxError("--from mcore needs --load-dir (a directory holding latest_checkpointed_iteration.txt)")
@@ -96,11 +193,23 @@ def main(argv: list[str]) -> int:
     # Everything that can be wrong is found here, before anything is written.
     from llm import checkpoint
 
+    stages = None
     if args.dst == "mcore":
         check_tp(recipe, tp)
         stages = checkpoint.layers_per_stage(recipe.architecture.num_layers, pp, layer_list)
     check_target(save_dir, load_dir)
+    with lock_target(save_dir, f"--save-dir {save_dir}"):  # what is there cannot change while we look and write
+        check_existing(save_dir, args.dst, args.overwrite)
+        remove_stale_temporaries(save_dir)
+        try:
+            return write(args, recipe, ws, load_dir, save_dir, tp, pp, stages, layer_list)
+        except Exception as e:
+            raise_if_disk_full(e, save_dir, load_dir)
+            raise
 
+
+def write(args, recipe, ws: Workspace, load_dir: Path, save_dir: Path, tp: int, pp: int, stages: list[int] | None,
+          layer_list: list[int] | None) -> int:
     import torch
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

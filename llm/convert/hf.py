@@ -1,13 +1,16 @@
 """Hugging Face checkpoints: check a directory before any work, read tensors lazily, write sharded safetensors.
 
 Reading opens the shard with ``safetensors.safe_open`` for each read and slices only the rows /
-columns asked for, so neither the model nor a whole shard's mapping stays in memory.
+columns asked for, so neither the model nor a whole shard's mapping stays in memory. Writing streams
+each shard: its header first (computed from the shapes), then each tensor a few rows at a time.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
+import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -163,27 +166,63 @@ def plan_shards(recipe, itemsize: int, max_shard_bytes: int) -> list[list[tuple[
     return shards
 
 
+SAFETENSORS_DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32", "float64": "F64"}
+CHUNK_BYTES = 64 * 2**20  # rows of a tensor read and written at once
+
+
+def write_safetensors(path: Path, entries: list[tuple[str, list[str]]], recipe, source, dtype: "torch.dtype",
+                      on_tensor=lambda: None) -> int:
+    """Write HF tensors ``entries`` (key, the canonical parts stacked by rows in it) as one safetensors file,
+    streaming: the header is known from the shapes, then each tensor's rows follow a chunk at a time, read from
+    ``source`` and converted to ``dtype``. Returns the data bytes written. The format: an 8-byte little-endian header
+    length, the JSON header (``dtype``, ``shape``, ``data_offsets`` per tensor; padded with spaces to 8 bytes), the
+    tensors' bytes back to back in header order (huggingface/safetensors, docs "Format")."""
+    import torch
+
+    itemsize = torch.tensor([], dtype=dtype).element_size()
+    code = SAFETENSORS_DTYPES[str(dtype).removeprefix("torch.")]
+    header: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for key, parts in entries:
+        shape = hf_shape(recipe, parts)
+        nbytes = math.prod(shape) * itemsize
+        header[key] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    written = 0
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(head)))
+        f.write(head)
+        for _key, parts in entries:
+            for part in parts:
+                shape = canonical_shape(recipe, part)
+                step = max(1, CHUNK_BYTES // (math.prod(shape[1:]) * itemsize))
+                for start in range(0, shape[0], step):
+                    rows = source.get(part, rows=slice(start, min(shape[0], start + step)), dtype=dtype)
+                    data = rows.contiguous().view(-1).view(torch.uint8).numpy()
+                    f.write(memoryview(data))
+                    written += data.nbytes
+                    del rows, data
+            on_tensor()
+    if written != offset:
+        raise AssertionError(f"{path}: wrote {written} bytes of tensor data, header says {offset}")
+    return written
+
+
 def write_hf(source, recipe, out_dir: Path, dtype: "torch.dtype", max_shard_bytes: int,
              tokenizer_dir: Path | None, progress) -> None:
-    """Write ``source``'s model as HF safetensors shards + index + config.json into ``out_dir``
-    (a fresh directory), one shard in memory at a time."""
+    """Write ``source``'s model as HF safetensors shards + index + config.json into ``out_dir`` (a fresh
+    directory), streaming: a few rows of one tensor in memory at a time."""
     import torch
-    from safetensors.torch import save_file
 
     shards = plan_shards(recipe, torch.tensor([], dtype=dtype).element_size(), max_shard_bytes)
     names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     weight_map, total = {}, 0
     task = progress.add_task("HF shards", total=sum(len(s) for s in shards))
     for name, shard in zip(names, shards):
-        tensors = {}
-        for key, parts in shard:
-            pieces = [source.get(p, dtype=dtype) for p in parts]
-            tensors[key] = (pieces[0] if len(pieces) == 1 else torch.cat(pieces)).contiguous()
-            weight_map[key] = name
-            total += tensors[key].numel() * tensors[key].element_size()
-            progress.advance(task)
-        save_file(tensors, out_dir / name, metadata={"format": "pt"})
-        del tensors
+        total += write_safetensors(out_dir / name, shard, recipe, source, dtype, on_tensor=lambda: progress.advance(task))
+        weight_map.update({key: name for key, _ in shard})
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (out_dir / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     dtype_name = str(dtype).removeprefix("torch.")

@@ -14,8 +14,7 @@ from llm.env import container, transfer
 from llm.env.base import ensure_base
 from llm.env.devices import device_flags
 from llm.env.engine import _stderr_echo, docker, ensure_daemon
-from llm.env.image import REPO_ROOT, build_image
-from llm.env.lock import write_lock
+from llm.env.labels import REPO_ROOT
 from llm.env.site import Site
 from llm.env.spec import LoadedSpec, env_names, load_spec
 from llm.errors import NpuboxError
@@ -23,6 +22,16 @@ from llm.errors import NpuboxError
 # What `invoke run --phase` accepts: the container's phases (llm/__main__.py) that take --model.
 PHASES = tuple(p for p in LLM_PHASES if p != "recipe")
 DEFAULT_WORKSPACE = Path(os.environ.get("NPUBOX_HOST_WORKSPACE", "workspace"))
+
+
+def resolve(env: str, twin: str | None = None, arch: str | None = None) -> LoadedSpec:
+    """The env's spec, or with ``twin`` ("cpu") its CPU twin (llm.env.twin)."""
+    loaded = load_spec(env, arch=arch)
+    if twin:
+        from llm.env.twin import make_twin
+
+        return make_twin(loaded, twin)
+    return loaded
 
 
 def list_envs() -> list[tuple[str, str, str, str]]:
@@ -46,38 +55,50 @@ def list_models() -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def base_image(env: str, force_bootstrap: bool = False) -> str:
-    loaded = load_spec(env)
+def base_image(env: str, force_bootstrap: bool = False, twin: str | None = None) -> str:
+    loaded = resolve(env, twin)
     ensure_daemon()
     return ensure_base(loaded, force_bootstrap=force_bootstrap)
 
 
-def lock(env: str, wheelhouse: list[str]) -> Path:
+def lock(env: str, wheelhouse: list[str], *, arch: str | None = None, source_cache: str | None = None,
+         twin: str | None = None) -> list[Path]:
+    """`invoke lock`: resolve the spec's (or its twin's) lock for ``arch`` ("all": every architecture it lists)."""
+    from llm.env.lock import write_locks
+
     loaded = load_spec(env)
-    return write_lock(loaded, Site([Path(w) for w in wheelhouse]))
+    arches = list(loaded.spec.arch) if arch in (None, "all") else [a.strip() for a in arch.split(",")]
+    return write_locks(loaded, Site([Path(w) for w in wheelhouse]), arches, Path(source_cache) if source_cache else None,
+                       twin=twin)
 
 
 def build(env: str, wheelhouse: list[str], *, vendor: str | None = None, source_cache: str | None = None,
-          dry_run: bool = False):
-    """Build the env's image, or with dry_run return its BuildPlan without building."""
-    from llm.env.image import BuildInputs
+          dry_run: bool = False, twin: str | None = None, arch: str | None = None):
+    """Build the env's (or its twin's) image, or with dry_run return its BuildPlan without building."""
+    from llm.env.plan import BuildInputs, make_plan
 
-    loaded = load_spec(env)
+    loaded = resolve(env, twin, arch)
     site = Site([Path(w) for w in wheelhouse])
     inputs = BuildInputs(vendor=Path(vendor) if vendor else None, source_cache=Path(source_cache) if source_cache else None)
+    plan = make_plan(loaded, site, inputs)
     if dry_run:
-        from llm.env.plan import make_plan
+        return plan
+    if arch and arch != loaded.arch:
+        from llm.env.arch import host_arch
 
-        return make_plan(loaded, site, inputs)
+        if arch != host_arch():
+            raise NpuboxError(f"--arch {arch}: this host builds {host_arch()} images; use --arch only with --dry-run")
     ensure_daemon()
-    return build_image(loaded, site, inputs=inputs)
+    from llm.env.image import run_plan
+
+    return run_plan(plan)
 
 
-def validate_run_request(env: str, model: str, phase: str) -> LoadedSpec:
+def validate_run_request(env: str, model: str, phase: str, twin: str | None = None) -> LoadedSpec:
     """Refuse an unknown env, model or phase with the list of valid ones, before touching Docker."""
     from llm.recipes import load_recipe
 
-    loaded = load_spec(env)
+    loaded = resolve(env, twin)
     if phase not in PHASES:
         raise NpuboxError(f"unknown phase {phase!r}; phases: {', '.join(PHASES)}")
     if model:
@@ -85,6 +106,13 @@ def validate_run_request(env: str, model: str, phase: str) -> LoadedSpec:
         if model not in loaded.spec.models:
             raise NpuboxError(f"model {model!r} is not supported by env {env!r}; its models: {', '.join(loaded.spec.models)}")
     return loaded
+
+
+def check_request(workspace: Path, name: str | None) -> None:
+    """What can be refused from the command line alone, before Docker is asked anything."""
+    container.check_workspace_path(workspace)
+    if name is not None:
+        container.check_container_name(name)
 
 
 def run_options(loaded: LoadedSpec, workspace: Path, *, image: str | None = None, network: str = "none",
@@ -125,11 +153,13 @@ def phase_command(model: str, phase: str, extra: list[str], launch: Launch | Non
 
 
 def run_phase(env: str, model: str, phase: str, extra: list[str], workspace: Path, *, image: str | None = None,
-              devices: str | None = None, launch: Launch | None = None, name: str | None = None) -> int:
+              devices: str | None = None, launch: Launch | None = None, name: str | None = None,
+              twin: str | None = None) -> int:
     """Run one phase in a sealed one-off container. Multi-node runs need the host network; nothing else changes."""
-    loaded = validate_run_request(env, model, phase)
+    loaded = validate_run_request(env, model, phase, twin)
     if launch is not None and not (0 <= launch.node_rank < launch.nnodes):
         raise NpuboxError(f"--node-rank {launch.node_rank}: expected 0..{launch.nnodes - 1} for --nnodes {launch.nnodes}")
+    check_request(workspace, name)
     ensure_daemon()
     network = "host" if launch is not None and launch.nnodes > 1 else "none"
     opts = run_options(loaded, workspace, image=image, network=network, devices=devices, name=name)
@@ -147,20 +177,25 @@ def manifest(env: str, target: str, nodes: int, model: str, phase: str, devices_
 
 
 def up(env: str, workspace: Path, *, image: str | None = None, devices: str | None = None,
-       name: str | None = None) -> str:
-    loaded = load_spec(env)
+       name: str | None = None, twin: str | None = None) -> str:
+    loaded = resolve(env, twin)
+    check_request(workspace, name)
     ensure_daemon()
     return container.up(run_options(loaded, workspace, image=image, devices=devices, name=name))
 
 
 def down(env: str, name: str | None = None) -> bool:
+    name = container.check_container_name(name or container.container_name(env))
     ensure_daemon()
-    return container.down(name or container.container_name(env))
+    return container.down(name)
 
 
 def shell(env: str, name: str | None = None) -> int:
+    name = container.check_container_name(name or container.container_name(env))
     ensure_daemon()
-    name = name or container.container_name(env)
+    if not container.name_taken(name):
+        hint = f"--env {env}" if name == container.container_name(env) else f"--env {env} --name {name}"
+        raise NpuboxError(f"no container named {name}: start it with `invoke up {hint}`")
     argv = container.exec_argv(name, ["bash"], interactive=sys.stdin.isatty())
     return docker(argv, check=False).returncode
 
@@ -172,11 +207,12 @@ def ps() -> str:
     return proc.stdout
 
 
-def check(env: str, *, image: str | None = None, workspace: Path | None = None, extra: list[str] = ()) -> int:
-    """Run tests/infra (testinfra) against a fresh sealed container of the env."""
+def check(env: str, *, image: str | None = None, workspace: Path | None = None, extra: list[str] = (),
+          twin: str | None = None) -> int:
+    """Run tests/infra (testinfra) against a fresh sealed container of the env (or its twin)."""
     import tempfile
 
-    loaded = load_spec(env)
+    loaded = resolve(env, twin)
     ensure_daemon()
     name = f"npubox-check-{loaded.name}-{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="npubox-check-") as tmp:
@@ -184,16 +220,18 @@ def check(env: str, *, image: str | None = None, workspace: Path | None = None, 
         container.up(run_options(loaded, ws, image=image, name=name))
         try:
             cmd = [sys.executable, "-m", "pytest", str(REPO_ROOT / "tests" / "infra"), f"--hosts=docker://{name}",
-                   f"--npubox-env={loaded.name}", "-p", "no:cacheprovider", "-q", *extra]  # fmt: skip
+                   f"--npubox-env={env}", *([f"--npubox-twin={twin}"] if twin else []), "-p", "no:cacheprovider",
+                   "-q", *extra]  # fmt: skip
             _stderr_echo(shlex.join(cmd))
             return subprocess.run(cmd, cwd=REPO_ROOT).returncode
         finally:
             container.down(name)
 
 
-def export_image(env: str, output: Path, *, image: str | None = None) -> tuple[Path, Path, transfer.Manifest]:
+def export_image(env: str, output: Path, *, image: str | None = None,
+                 twin: str | None = None) -> tuple[Path, Path, transfer.Manifest]:
     """`invoke export-image`: the env's image archive, its manifest file and content, for an air-gapped host."""
-    loaded = load_spec(env)
+    loaded = resolve(env, twin)
     ensure_daemon()
     archive, manifest = transfer.export_image(loaded, output, image=image)
     return archive, transfer.manifest_path(archive), manifest

@@ -1,5 +1,7 @@
-"""`invoke build-image --dry-run`: the stages, every input, which are missing and where to put
-them, and the labels the image will carry — before any build starts."""
+"""The build plan: every input of an image gathered once — base, lock, wheels, CANN installers,
+pinned sources — with whether each is present and where to put it if not, the stages, the build
+arguments and the labels. `invoke build-image --dry-run` prints it; the build checks it
+(``require``) and then runs it (llm.env.image)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,25 @@ from pathlib import Path
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from llm.env.image import BuildInputs, cann_installers, dockerfile_blocks, host_arch, labels
+from llm.env.arch import host_arch
+from llm.env.labels import labels
 from llm.env.site import Site, cache_dir
-from llm.env.spec import LoadedSpec
+from llm.env.spec import LoadedSpec, Source
 from llm.errors import NpuboxError
+
+# Where each kind of site wheel comes from, for the plan's "to do" column.
+SITE_WHEEL_HOWTO = {
+    "apex": "build Ascend's apex for this Python (gitcode.com/Ascend/apex: `bash scripts/build.sh --python={python}`, "
+    "which patches NVIDIA apex) and put the apex-{version}-*.whl in a folder passed with --wheelhouse DIR",
+}
+
+
+@dataclass
+class BuildInputs:
+    """Folders the user points the build at: CANN installers and a cache of pinned sources."""
+
+    vendor: Path | None = None  # CANN installers (.run)
+    source_cache: Path | None = None  # git mirrors / archives of the pinned sources
 
 
 @dataclass(frozen=True)
@@ -25,16 +42,42 @@ class PlannedInput:
 
 @dataclass
 class BuildPlan:
-    env: str
-    tag: str
+    loaded: LoadedSpec
+    site: Site
+    build_inputs: BuildInputs
     arch: str
+    tag: str
     stages: list[str]
     inputs: list[PlannedInput]
     labels: dict[str, str] = field(default_factory=dict)
+    differences: list[str] = field(default_factory=list)  # a twin's, from its real stack
+    installers: list[Path] = field(default_factory=list)  # CANN .run files, in install order
+    site_wheels: list[Path] = field(default_factory=list)
+
+    @property
+    def env(self) -> str:
+        return self.loaded.name
 
     @property
     def missing(self) -> list[PlannedInput]:
         return [i for i in self.inputs if i.status == "missing"]
+
+    @property
+    def cann_mode(self) -> str:
+        """Which CANN stage the Dockerfile takes: none, base (the base image brings it) or installers."""
+        cann = self.loaded.spec.cann
+        return "none" if cann is None else ("base" if cann.in_base else "installers")
+
+    def require(self) -> None:
+        """Refuse to build, with one sentence, when the host or an input does not fit."""
+        spec = self.loaded.spec
+        if self.arch not in spec.arch:
+            raise NpuboxError(f"{self.loaded.path}: field `arch` is {spec.arch}: this host is {self.arch}, which it does not list")
+        _ = self.loaded.lock  # a missing or stale lock names the command that makes it
+        first = next(iter(self.missing), None)
+        if first is not None:
+            more = f" (and {len(self.missing) - 1} more: `invoke build-image --env {self.env} --dry-run` lists them)"
+            raise NpuboxError(f"{first.what} is missing: {first.todo}" + (more if len(self.missing) > 1 else ""))
 
 
 def _docker_ready() -> bool:
@@ -60,8 +103,12 @@ def _base_input(loaded: LoadedSpec) -> PlannedInput:
     if base.bootstrap and image_exists(bootstrap_tag(base.bootstrap)):
         return PlannedInput("base image", "present", f"{bootstrap_tag(base.bootstrap)} (bootstrapped {base.bootstrap.suite})")
     if base.bootstrap:
-        return PlannedInput("base image", "pull", ref, f"if it cannot be pulled: `invoke base-image --env {loaded.name}`")
+        return PlannedInput("base image", "pull", ref, f"if it cannot be pulled: `invoke base-image {_env_args(loaded)}`")
     return PlannedInput("base image", "pull", ref, "if the registry is unreachable: `docker load -i` the image's archive")
+
+
+def _env_args(loaded: LoadedSpec) -> str:
+    return f"--env {loaded.twin_of.name} --twin cpu" if loaded.twin_of is not None else f"--env {loaded.name}"
 
 
 def _wheel_is(path: Path, name: str, version: str) -> bool:
@@ -72,68 +119,107 @@ def _wheel_is(path: Path, name: str, version: str) -> bool:
     return wheel_name == canonicalize_name(name) and wheel_version == Version(version)
 
 
-def _wheel_inputs(loaded: LoadedSpec, site: Site) -> list[PlannedInput]:
-    folders = [*site.wheelhouse, cache_dir() / "wheels" / f"py{loaded.spec.python}-{host_arch()}"]
-    out = []
+def find_wheel(folders: list[Path], name: str, version: str) -> Path | None:
+    return next((p for d in folders if d.is_dir() for p in sorted(d.glob("*.whl")) if _wheel_is(p, name, version)), None)
+
+
+def wheel_cache(loaded: LoadedSpec) -> Path:
+    return cache_dir() / "wheels" / f"py{loaded.spec.python}-{loaded.arch}"
+
+
+def _wheel_inputs(loaded: LoadedSpec, site: Site) -> tuple[list[PlannedInput], list[Path]]:
+    out, found = [], []
     for name, version in loaded.requirement_pins().items():
-        hit = next((p for d in folders if d.is_dir() for p in sorted(d.glob("*.whl"))
-                    if _wheel_is(p, name, version)), None)  # fmt: skip
+        hit = find_wheel([*site.wheelhouse, wheel_cache(loaded)], name, version)
         what = f"wheel {name}=={version}"
+        out.append(PlannedInput(what, "present", str(hit)) if hit else
+                   PlannedInput(what, "index", "the package index pip is configured with on this host"))  # fmt: skip
+    for name, version in loaded.site_wheel_pins().items():
+        hit = find_wheel(site.wheelhouse, name, version)
+        what = f"site wheel {name}=={version}"
         if hit:
             out.append(PlannedInput(what, "present", str(hit)))
-        elif "+" in version:  # a local build (torch_npu/apex for Ascend, torch+cpu): never on a public index
-            out.append(PlannedInput(what, "missing", "wheelhouse",
-                                    f"put the {name} {version} wheel for Python {loaded.spec.python} in a folder "
-                                    "and pass it with --wheelhouse DIR"))  # fmt: skip
+            found.append(hit)
         else:
-            out.append(PlannedInput(what, "index", "the pip index configured on this host"))
-    return out
+            howto = SITE_WHEEL_HOWTO.get(name, "put the {name}-{version}-*.whl built for Python {python} in a folder "
+                                               "and pass it with --wheelhouse DIR")  # fmt: skip
+            out.append(PlannedInput(what, "missing", "--wheelhouse",
+                                    howto.format(name=name, version=version, python=loaded.spec.python)))
+    return out, found
+
+
+def _source_input(src: Source, source_cache: Path | None) -> PlannedInput:
+    from llm.env.sources import locate
+
+    located = locate(src, source_cache)
+    what = f"source {src.name} @ {src.commit[:12]} ({src.install})"
+    if located.kind == "url":
+        return PlannedInput(what, "fetch", src.url, f"offline: put {src.name}.git (a mirror) or "
+                            f"{src.name}-{src.commit}.tar.gz in a folder and pass --source-cache DIR")  # fmt: skip
+    return PlannedInput(what, "present", located.where)
+
+
+def _stages(plan_loaded: LoadedSpec, cann_mode: str) -> list[str]:
+    spec = plan_loaded.spec
+    stages = [f"os: {spec.base.image}, Python {spec.python}, user npubox (uid 1000)"]
+    if cann_mode == "installers":
+        stages.append(f"cann: CANN {spec.cann.version} from {len(spec.cann.installers)} vendor installer(s) in a "
+                      "throwaway stage; " + ", ".join(spec.cann.set_env) + " baked into ENV")  # fmt: skip
+    elif cann_mode == "base":
+        stages.append(f"cann: CANN {spec.cann.version} from the base image (version checked); "
+                      + ", ".join(spec.cann.set_env) + " baked into ENV")  # fmt: skip
+    site = f" + {len(spec.site_wheels)} site wheel(s)" if spec.site_wheels else ""
+    stages.append(f"deps: the lock ({len(spec.requirements)} pinned requirements and what they need){site}, "
+                  "pip --require-hashes, offline")  # fmt: skip
+    if spec.sources:
+        stages.append("sources: " + ", ".join(f"{s.name}@{s.commit[:7]} {s.install}" + (f" -> {s.into}" if s.into else "")
+                                              for s in spec.sources) + "; Megatron's dataset helpers compiled")  # fmt: skip
+    stages.append("image: venv, ENV (CANN, spec), /etc/npubox/spec.json, llm package (last)")
+    return stages
 
 
 def make_plan(loaded: LoadedSpec, site: Site = Site(), inputs: BuildInputs = BuildInputs(),
               arch: str | None = None) -> BuildPlan:
-    from llm.env.sources import locate
+    """Look at every input (no network; Docker only to see which images are present)."""
+    from llm.env.twin import differences
 
-    arch = arch or host_arch()
+    if arch is not None and arch != loaded.arch:
+        from llm.env.spec import load_spec_file
+        from llm.env.twin import make_twin
+
+        real = load_spec_file(loaded.twin_of.path if loaded.twin_of else loaded.path, arch)
+        loaded = make_twin(real) if loaded.twin_of is not None else real
     spec = loaded.spec
     items = [_base_input(loaded)]
     if loaded.lock_path.is_file():
         items.append(PlannedInput("lock", "present", str(loaded.lock_path)))
     else:
         items.append(PlannedInput("lock", "missing", str(loaded.lock_path),
-                                  f"run `invoke lock --env {loaded.name} --wheelhouse DIR` with Python {spec.python} "
-                                  "(resolves and hashes every wheel, including the wheelhouse ones)"))  # fmt: skip
-    items += _wheel_inputs(loaded, site)
-    for name, path in cann_installers(loaded, inputs.vendor, arch):
-        if path:
-            items.append(PlannedInput(f"CANN installer {name}", "present", str(path)))
-        else:
-            items.append(PlannedInput(f"CANN installer {name}", "missing", str(inputs.vendor or "vendor folder"),
-                                      f"download {name} from the Ascend site into a folder and pass --vendor DIR"))
-    for src in spec.sources:
-        located = locate(src, inputs.source_cache)
-        what = f"source {src.name} @ {src.commit[:12]} ({src.install})"
-        if located.kind == "url":
-            items.append(PlannedInput(what, "fetch", src.url,
-                                      f"offline: put {src.name}.git (a mirror) or {src.name}-{src.commit}.tar.gz "
-                                      "in a folder and pass --source-cache DIR"))  # fmt: skip
-        else:
-            items.append(PlannedInput(what, "present", located.where))
-
-    blocks = dockerfile_blocks(loaded)
-    stages = [f"os: {spec.base.image}, Python {spec.python}, user npubox (uid 1000)"]
-    if "cann-installers" in blocks:
-        stages.append(f"cann: CANN {spec.cann.version} from {len(spec.cann.installers)} vendor installer(s), "
-                      "set_env.sh baked into ENV")  # fmt: skip
-    elif "cann-in-base" in blocks:
-        stages.append(f"cann: CANN {spec.cann.version} from the base image (version checked), set_env.sh baked into ENV")
-    stages.append(f"deps: {len(spec.requirements)} pinned requirements via the lock, pip --require-hashes, offline")
-    if spec.sources:
-        stages.append("sources: " + ", ".join(f"{s.name}@{s.commit[:7]} {s.install}" +
-                                              (f" -> {s.into}" if s.into else "") for s in spec.sources))  # fmt: skip
-    stages.append("image: venv, spec env, /etc/npubox/spec.json, llm package (last)")
-    return BuildPlan(spec.name, loaded.tag if loaded.lock_path.is_file() else f"npubox/{spec.name}:{spec.version}-<after lock>",
-                     arch, stages, items, labels(loaded, spec.base.image))  # fmt: skip
+                                  f"run `{loaded.lock_hint}` (resolves and hashes every wheel from the package index)"))
+    wheel_items, site_wheels = _wheel_inputs(loaded, site)
+    items += wheel_items
+    installers = []
+    cann = spec.cann
+    if cann is not None and not cann.in_base:
+        for name in cann.installer_files(loaded.arch):
+            path = inputs.vendor / name if inputs.vendor and (inputs.vendor / name).is_file() else None
+            if path:
+                installers.append(path)
+                items.append(PlannedInput(f"CANN installer {name}", "present", str(path)))
+            else:
+                items.append(PlannedInput(f"CANN installer {name}", "missing", str(inputs.vendor or "vendor folder"),
+                                          f"download {name} from the Ascend site into a folder and pass --vendor DIR"))
+    items += [_source_input(src, inputs.source_cache) for src in spec.sources]
+    locked = loaded.lock_path.is_file()
+    plan = BuildPlan(
+        loaded=loaded, site=site, build_inputs=inputs, arch=loaded.arch,
+        tag=loaded.tag if locked else f"npubox/{spec.name}:{spec.version}-<after lock>",
+        stages=[], inputs=items, labels=labels(loaded, spec.base.image),
+        differences=differences(loaded) if loaded.twin_of is not None else [],
+        installers=installers, site_wheels=site_wheels,
+    )  # fmt: skip
+    plan.stages = _stages(loaded, plan.cann_mode)
+    return plan
 
 
 def print_plan(plan: BuildPlan) -> None:
@@ -142,6 +228,11 @@ def print_plan(plan: BuildPlan) -> None:
 
     console = Console()
     console.print(f"[bold]build plan[/] for env {plan.env} on {plan.arch}: {plan.tag}")
+    if plan.differences:
+        diff = Table("differs from " + plan.loaded.twin_of.name, title="CPU twin")
+        for d in plan.differences:
+            diff.add_row(d)
+        console.print(diff)
     stages = Table("stage", title="stages (least to most often changed)")
     for s in plan.stages:
         stages.add_row(s)

@@ -61,6 +61,21 @@ def has_commit(repo: Path, commit: str) -> bool:
     return _git(["cat-file", "-e", f"{commit}^{{commit}}"], cwd=repo).returncode == 0
 
 
+def check_commit_object(src: Source, repo: Path, where: str) -> None:
+    """The pin must name a commit object: a tag object's SHA (what `git rev-parse <tag>` gives for an
+    annotated tag) is refused with the commit it points to (`git rev-parse <tag>^{commit}`)."""
+    kind = _git(["cat-file", "-t", src.commit], cwd=repo).stdout.strip()
+    if kind == "commit":
+        return
+    if kind == "tag":
+        tag = _git(["cat-file", "-p", src.commit], cwd=repo).stdout
+        name = next((line.split(" ", 1)[1] for line in tag.splitlines() if line.startswith("tag ")), "?")
+        target = _git(["rev-parse", f"{src.commit}^{{commit}}"], cwd=repo).stdout.strip()
+        raise NpuboxError(f"source {src.name}: {src.commit} is the tag object of {name!r}, not a commit; pin the "
+                          f"commit it points to: {target}")  # fmt: skip
+    raise NpuboxError(f"source {src.name}: commit {src.commit} does not exist in {where}")
+
+
 def fetch_mirror(src: Source, echo: Echo | None = _stderr_echo) -> Path:
     mirror = cache_dir() / "sources" / f"{src.name}.git"
     if mirror.is_dir():
@@ -88,8 +103,7 @@ def export_source(src: Source, source_cache: Path | None, out_dir: Path, echo: E
         shutil.copy2(located.path, out_dir / located.path.name)
         return out_dir / located.path.name
     repo = located.path if located.kind == "repo" else fetch_mirror(src, echo=echo)
-    if not has_commit(repo, src.commit):
-        raise NpuboxError(f"source {src.name}: commit {src.commit} does not exist in {located.where}")
+    check_commit_object(src, repo, located.where)
     proc = _git(["archive", "--format=tar", f"--prefix={src.name}/", "-o", str(out), src.commit], cwd=repo)
     if proc.returncode != 0:
         raise NpuboxError(f"source {src.name}: git archive of {src.commit} failed: {proc.stderr.strip()}")

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from llm.errors import NpuboxError
+from llm.eval.prompts import CEVAL_STYLES
 from llm.workspace import Workspace
 
 DEFAULT_SHOTS = {"mmlu": 5, "ceval": 5, "boolq": 0}
@@ -34,6 +35,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass (default: 8)")
     p.add_argument("--subjects", help="comma-separated subjects to evaluate (default: all in --data-path)")
     p.add_argument("--max-length", type=int, help="context window; longer prompts are left-truncated (default: the model's)")
+    p.add_argument("--ceval-prompt", default="lm-eval", choices=CEVAL_STYLES,
+                   help="C-Eval prompt: lm-eval's ceval-valid (default) or MindSpeed-LLM's own (see llm/eval/prompts.py)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights dtype (default: float32)")
     p.add_argument("--output", type=Path, help="results JSON (default: <workspace>/eval/M/<task>.json when --model is given)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -119,9 +122,11 @@ def main(argv: list[str]) -> int:
         return tokenizer.encode(text)  # special tokens as the tokenizer adds them (BOS for Llama), as lm-eval does
 
     order = [(s, q) for s, qs in eval_set.test.items() for q in qs]
-    conts = prompts.continuations(args.task)
-    shared = {s: prompts.shared_start(args.task, s, shots) for s, shots in eval_set.shots.items()}
-    requests = [scoring.encode(tokenize, prompts.prompt(args.task, q, eval_set.shots[s]), conts, shared[s]) for s, q in order]
+    style = args.ceval_prompt
+    conts = prompts.continuations(args.task, style)
+    shared = {s: prompts.shared_start(args.task, s, shots, style) for s, shots in eval_set.shots.items()}
+    requests = [scoring.encode(tokenize, prompts.prompt(args.task, q, eval_set.shots[s], style), conts, shared[s])
+                for s, q in order]  # fmt: skip
     scored = run_scoring(engine, requests, args.batch_size, quiet=args.quiet or not is_main, console=console)
     finished = time.perf_counter()
 
@@ -148,6 +153,7 @@ def main(argv: list[str]) -> int:
         "batch_size": args.batch_size,
         "max_length": engine.max_length,
         "dtype": args.dtype,
+        **({"prompt": args.ceval_prompt} if args.task == "ceval" else {}),
         "subjects": list(eval_set.test),
         "tokenizer": str(args.tokenizer),
     }

@@ -31,7 +31,10 @@ BAD_ANSWER = "answer outside the choices"
 NO_DEV = "missing dev file for few-shot (subject skipped)"
 FEW_DEV = "dev file has fewer usable rows than --shots (fewer shots used)"
 
+EMPTY_SUBJECT = "subject file without a usable question (subject skipped)"
+
 CEVAL_COLUMNS = ("question", "A", "B", "C", "D", "answer")
+MAX_RECORD_LINES = 100  # the most lines one quoted question may span
 
 
 @dataclass(frozen=True)
@@ -103,45 +106,88 @@ def _choice_row(subject: str, row: list[str], where: str, problems: Problems) ->
     return Example(subject, row[0], tuple(row[1:5]), LETTERS.index(answer), where)
 
 
-def _rows(reader) -> Iterator[tuple[int, list[str]]]:
-    """(line where the record starts, fields): a quoted field may span lines."""
-    start = reader.line_num + 1
-    for row in reader:
-        if row:  # skip blank lines
-            yield start, row
-        start = reader.line_num + 1
+def _usable(row: list[str], index: list[int], width: int) -> bool:
+    return (len(row) == width and bool(row[index[0]].strip()) and all(row[i].strip() for i in index[1:5])
+            and row[index[5]].strip() in LETTERS)
+
+
+def _parse_line(line: str) -> list[str]:
+    try:
+        return next(csv.reader([line]), [])
+    except csv.Error:
+        return []
+
+
+def _row_alone(line: str, index: list[int], width: int) -> bool:
+    """A line that is a usable row by itself: balanced quotes (the last line of a quoted field that spans
+    lines closes a quote: it has an odd number of them)."""
+    return line.count('"') % 2 == 0 and _usable(_parse_line(line), index, width)
+
+
+def _rows(lines: list[str], index: list[int], width: int) -> Iterator[tuple[int, list[str] | None]]:
+    """(line where the record starts, its fields, or None for a malformed record).
+
+    A quoted field may span lines (a question with code in it), but a record that spans lines is kept
+    only when it is a usable row and none of the lines it would swallow is a usable row on its own.
+    Otherwise its first line is malformed and reading resumes on the next line: one stray quote costs
+    one row, never the rows after it."""
+    i = 0
+    while i < len(lines):
+        if not lines[i].strip():
+            i += 1
+            continue
+        reader = csv.reader(lines[i : i + MAX_RECORD_LINES])
+        try:
+            row = next(reader)
+        except csv.Error:  # e.g. a NUL byte
+            row = []
+        span = reader.line_num
+        swallowed = lines[i + 1 : i + span]
+        if span > 1 and (not _usable(row, index, width) or any(_row_alone(line, index, width) for line in swallowed)):
+            yield i + 1, None
+            i += 1
+            continue
+        yield i + 1, row
+        i += span
+
+
+def _lines(path: Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        return f.readlines()
 
 
 def _read_headerless(path: Path, subject: str, problems: Problems) -> list[Example]:
     out = []
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        for line, row in _rows(csv.reader(f)):
-            example = _choice_row(subject, row, f"{path}:{line}", problems)
-            if example:
-                out.append(example)
+    for line, row in _rows(_lines(path), list(range(6)), 6):
+        if row is None:
+            problems.add(MALFORMED, f"{path}:{line}")
+            continue
+        example = _choice_row(subject, row, f"{path}:{line}", problems)
+        if example:
+            out.append(example)
     return out
 
 
 def _read_with_header(path: Path, subject: str, problems: Problems) -> list[Example]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = next(reader, None) or []
-        missing = [c for c in CEVAL_COLUMNS if c not in header]
-        if missing:
-            raise NpuboxError(
-                f"{path}: header {','.join(header) or '(empty)'} lacks {','.join(missing)}; "
-                f"expected C-Eval's header with columns {','.join(CEVAL_COLUMNS)} (id and explanation optional)"
-            )
-        index = [header.index(c) for c in CEVAL_COLUMNS]
-        out = []
-        for line, row in _rows(reader):
-            where = f"{path}:{line}"
-            if len(row) != len(header):
-                problems.add(MALFORMED, where)
-                continue
-            example = _choice_row(subject, [row[i] for i in index], where, problems)
-            if example:
-                out.append(example)
+    lines = _lines(path)
+    first = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
+    header = _parse_line(lines[first]) if first < len(lines) else []
+    missing = [c for c in CEVAL_COLUMNS if c not in header]
+    if missing:
+        raise NpuboxError(
+            f"{path}: header {','.join(header) or '(empty)'} lacks {','.join(missing)}; "
+            f"expected C-Eval's header with columns {','.join(CEVAL_COLUMNS)} (id and explanation optional)"
+        )
+    index = [header.index(c) for c in CEVAL_COLUMNS]
+    out = []
+    for line, row in _rows(lines[first + 1 :], index, len(header)):
+        where = f"{path}:{first + 1 + line}"
+        if row is None or len(row) != len(header):
+            problems.add(MALFORMED, where)
+            continue
+        example = _choice_row(subject, [row[i] for i in index], where, problems)
+        if example:
+            out.append(example)
     return out
 
 
@@ -162,6 +208,9 @@ def _load_choice_task(
     for subject, path in files.items():
         questions = read(path, subject, problems)
         read_files.append(path)
+        if not questions:
+            problems.add(EMPTY_SUBJECT, str(path))
+            continue
         if shots:
             dev_path = (dev_dir or data_path / "dev") / f"{subject}_dev.csv"
             if not dev_path.is_file():

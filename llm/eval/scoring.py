@@ -4,11 +4,14 @@ A choice's score is log P(continuation tokens | prompt). The prompt and the cont
 tokenized the way lm-evaluation-harness does it (the prompt alone, then the continuation as the
 tail of the tokenized prompt + continuation), so both tools score the same token sequences.
 
-Every distinct token prefix is run through the model once: when each answer is one token (" A",
-" B", ... in most vocabularies) the four choices of a question are read off one forward pass at
-the prompt's last position. Longer answers add one prefix per extra token. When the engine can
-(``score_next_token_after``), the part every prompt of a subject shares (header and few-shot
-examples) runs once per subject and only each question's own tokens run per question.
+Every token sequence runs through the model once, and one row serves every log-probability that
+can be read off it: when each answer is one token (" A", " B", ... in most vocabularies) the four
+choices of a question are read off one row at the prompt's last position; an answer of several
+tokens is read along one row (prompt + all its tokens but the last), and a shorter answer that
+starts the same way (" no" beside " y"+"es") is read off that row too. An engine that can
+(``score_rows``) also runs the part every prompt of a subject shares (header and few-shot
+examples) once per subject, and reads several positions of a row; for an engine that reads only
+each row's last position (``score_next_token``), every prefix is its own row.
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ from typing import Callable, Protocol, Sequence
 
 
 class Engine(Protocol):
-    """What the scorer needs from a model. ``max_length`` is its context window in tokens."""
+    """What the scorer needs from a model. ``max_length`` is its context window in tokens.
+
+    An engine may also offer ``score_rows(shared, rows, reads)``: the rows are token ids that
+    follow ``shared`` (a prefix common to all of them, possibly empty, that it may run once), and
+    for each row, reads is a list of (position, candidates): log P(next token = c) after the row's
+    tokens up to that position, for each c. Then prefixes share rows and a subject's start runs once.
+    """
 
     max_length: int
 
@@ -63,7 +72,25 @@ def encode(
 class Scored:
     choice_logprobs: list[list[float]]  # per request, per choice
     forwards: int  # rows run through the model (a shared start counts once)
-    truncated: int  # prefixes longer than the engine's window (left-truncated)
+    truncated: int  # rows longer than the engine's window (left-truncated)
+
+
+def _rows_of(req: Request) -> list[tuple[int, ...]]:
+    """The continuation paths to run after the context: each choice's tokens but its last, without
+    the paths that are the start of a longer one (that one's row has their positions too)."""
+    paths = sorted({c[:-1] for c in req.choices}, key=len, reverse=True)
+    kept: list[tuple[int, ...]] = []
+    for path in paths:
+        if not any(longer[: len(path)] == path for longer in kept):
+            kept.append(path)
+    return kept
+
+
+def _run(engine, shared, rows, reads) -> list[list[list[float]]]:
+    if hasattr(engine, "score_rows"):
+        return engine.score_rows(shared, rows, reads)
+    # rows are the prefixes themselves: one read, at the last position
+    return [[values] for values in engine.score_next_token(rows, [r[0][1] for r in reads])]
 
 
 def score(
@@ -73,44 +100,49 @@ def score(
     on_batch: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> Scored:
-    """Score every choice of every request. ``on_start(total)`` is told how many prefixes will run,
+    """Score every choice of every request. ``on_start(total)`` is told how many rows will run,
     ``on_batch(n)`` is called after each batch of n of them."""
-    # prefix -> the next tokens whose log-probability we need after it
-    needed: dict[tuple[int, ...], set[int]] = {}
+    rich = hasattr(engine, "score_rows")
+    # row -> {prefix length: the next tokens whose log-probability is read after that prefix}
+    reads: dict[tuple[int, ...], dict[int, set[int]]] = {}
     shared_len: dict[tuple[int, ...], int] = {}
+    truncated = 0
     for req in requests:
+        paths = _rows_of(req) if rich else []
         for cont in req.choices:
+            row = req.context + next((p for p in paths if p[: len(cont) - 1] == cont[:-1]), ())
             for j, token in enumerate(cont):
                 prefix = req.context + cont[:j]
-                needed.setdefault(prefix, set()).add(token)
-                shared_len[prefix] = req.shared
+                # a row past the window is left-truncated, which moves its positions: each prefix runs alone
+                at = row if rich and len(row) <= engine.max_length else prefix
+                reads.setdefault(at, {}).setdefault(len(prefix), set()).add(token)
+                shared_len[at] = req.shared
 
-    # Group the prefixes by the shared start they begin with; the rest (and prompts longer than
-    # the window, which are left-truncated) run whole.
-    can_share = hasattr(engine, "score_next_token_after")
+    # Group the rows by the shared start they begin with; the rest (and rows longer than the
+    # window, which are left-truncated) run whole.
     groups: dict[tuple[int, ...], list[tuple[int, ...]]] = {(): []}
-    truncated = 0
-    for p in needed:
-        k = shared_len[p] if can_share and len(p) <= engine.max_length else 0
-        groups.setdefault(p[:k], []).append(p)
-        truncated += len(p) > engine.max_length
+    for row in reads:
+        k = shared_len[row] if rich and len(row) <= engine.max_length else 0
+        groups.setdefault(row[:k], []).append(row)
+        truncated += len(row) > engine.max_length
     if on_start:
-        on_start(len(needed))
+        on_start(len(reads))
 
     logprob: dict[tuple[tuple[int, ...], int], float] = {}
     for shared, members in groups.items():
         # Longest first, like lm-evaluation-harness: a batch that does not fit fails at once.
-        members.sort(key=lambda p: (-len(p), p))
+        members.sort(key=lambda r: (-len(r), r))
         for start in range(0, len(members), batch_size):
             batch = members[start : start + batch_size]
-            candidates = [sorted(needed[p]) for p in batch]
-            if shared:
-                values = engine.score_next_token_after(shared, [p[len(shared) :] for p in batch], candidates)
-            else:
-                values = engine.score_next_token([p[-engine.max_length :] for p in batch], candidates)
-            for p, cands, vals in zip(batch, candidates, values):
-                for token, value in zip(cands, vals):
-                    logprob[(p, token)] = value
+            passed = [r[len(shared) :] if shared else r[-engine.max_length :] for r in batch]
+            # (position in the row as passed, candidate tokens) for each prefix read off the row
+            wanted = [[(end - 1 - (len(r) - len(x)), sorted(tokens)) for end, tokens in sorted(reads[r].items())]
+                      for r, x in zip(batch, passed)]  # fmt: skip
+            values = _run(engine, shared, passed, wanted)
+            for r, row_values in zip(batch, values):
+                for (end, tokens), vals in zip(sorted(reads[r].items()), row_values):
+                    for token, value in zip(sorted(tokens), vals):
+                        logprob[(r[:end], token)] = value
             if on_batch:
                 on_batch(len(batch))
 
@@ -119,7 +151,7 @@ def score(
         out.append(
             [sum(logprob[(req.context + cont[:j], tok)] for j, tok in enumerate(cont)) for cont in req.choices]
         )
-    return Scored(out, len(needed) + len(groups) - 1, truncated)
+    return Scored(out, len(reads) + len(groups) - 1, truncated)
 
 
 def argmax(values: Sequence[float]) -> int:

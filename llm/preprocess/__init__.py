@@ -12,6 +12,7 @@ written under a temporary name and renamed only when the whole run has succeeded
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import sys
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 from llm.errors import NpuboxError
+from llm.target_lock import lock_target
 
 HANDLERS = ("pretrain", "alpaca", "sharegpt")
 
@@ -59,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pack", dest="pack", action="store_false",
                    help="instruction data with --seq-length: truncate only, one sample per sequence, no padding")
     p.add_argument("--prompt-type", default="qwen", choices=["qwen"], help="chat template for instruction data")
+    p.add_argument("--max-document-mb", type=float, default=16,
+                   help="skip (and count) a document larger than this: tokenizing one takes about 150 times its size "
+                   "in memory")
     p.add_argument("--strict", action="store_true", help="a bad row is an error instead of being skipped")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -89,6 +94,8 @@ def resolve_defaults(args: argparse.Namespace) -> None:
         raise NpuboxError(f"--workers is {args.workers}; expected 1 or more")
     if args.seq_length is not None and args.seq_length < 2:
         raise NpuboxError(f"--seq-length is {args.seq_length}; expected 2 or more")
+    if not args.max_document_mb > 0:
+        raise NpuboxError(f"--max-document-mb is {args.max_document_mb}; expected a positive size")
 
 
 def check_output_dir(prefix: Path) -> None:
@@ -136,21 +143,39 @@ def main(argv: list[str]) -> int:
     os.environ["TOKENIZERS_PARALLELISM"] = "true" if args.workers > 1 else "false"
 
     from llm.preprocess.handlers import InstructionHandler, PretrainHandler
-    from llm.preprocess.indexed_writer import publish
-    from llm.preprocess.pipeline import run
     from llm.preprocess.readers import expand_inputs
-    from llm.preprocess.report import Progress, SkipReport
     from llm.preprocess.tokenizer import load_tokenizer
 
     # Everything that can be wrong with the inputs is found before any work.
     paths = expand_inputs(args.input)
     tok = load_tokenizer(Path(args.tokenizer))
+    max_bytes = int(args.max_document_mb * 2**20)
     if args.handler == "pretrain":
-        handler = PretrainHandler(tok, args.json_keys, bool(args.append_eod))
+        handler = PretrainHandler(tok, args.json_keys, bool(args.append_eod), max_bytes)
     else:
-        handler = InstructionHandler(tok, args.handler, args.prompt_type, args.seq_length, args.pack)
+        handler = InstructionHandler(tok, args.handler, args.prompt_type, args.seq_length, args.pack, max_bytes)
     prefix = Path(args.output_prefix)
     check_output_dir(prefix)
+    with lock_target(prefix, f"--output-prefix {prefix}"):
+        return write_datasets(args, paths, handler, prefix)
+
+
+def nothing_written(args: argparse.Namespace, skips, handler) -> NpuboxError:
+    inputs = ", ".join(map(str, args.input))
+    if not skips.total:
+        return NpuboxError(f"the input {inputs} holds no rows")
+    reasons = "; ".join(f"{count} × {reason}" for reason, count in skips.counts.most_common(3))
+    hint = ""
+    if any(reason.startswith("missing key") for reason in skips.counts) and handler.keys_seen:
+        hint = f"; the rows have the keys {', '.join(sorted(handler.keys_seen))}: name the text's key with --json-keys"
+    return NpuboxError(f"no document was written: all {skips.total} rows of {inputs} were skipped ({reasons}){hint}")
+
+
+def write_datasets(args: argparse.Namespace, paths: list[Path], handler, prefix: Path) -> int:
+    """Tokenize every input into the prefix's datasets (the prefix's lock held)."""
+    from llm.preprocess.indexed_writer import publish
+    from llm.preprocess.pipeline import run
+    from llm.preprocess.report import Progress, SkipReport
 
     writers = open_writers(prefix, handler.outputs, handler.dtype)
     skips = SkipReport(args.strict)
@@ -161,19 +186,21 @@ def main(argv: list[str]) -> int:
         summary = run(paths, handler, writers, skips, progress)
         progress.close()
         if summary.sequences == 0:
-            raise NpuboxError(
-                f"no document was written: all {skips.total} rows of {', '.join(map(str, args.input))} were skipped"
-                if skips.total else f"the input {', '.join(map(str, args.input))} holds no rows"
-            )
+            raise nothing_written(args, skips, handler)
         for w in writers.values():
             w.finish()
         publish(list(writers.values()))
         summary.seconds = time.monotonic() - start
         summary.input_bytes = sum(p.stat().st_size for p in paths)
-    except BaseException:
+    except BaseException as e:
         progress.close()
         for w in writers.values():
             w.discard()
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NpuboxError(
+                f"no space left on {prefix.parent} while writing {prefix}_*: free some space or choose another "
+                "--output-prefix; the partial files were removed"
+            ) from None
         raise
     finally:
         if previous_sigterm is not None:

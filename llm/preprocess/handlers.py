@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from llm.compat import encode_batch
 from llm.errors import NpuboxError
 from llm.preprocess.indexed_writer import optimal_dtype
-from llm.preprocess.readers import UNDECODABLE, Batch
+from llm.preprocess.readers import MAX_DOCUMENT_BYTES, UNDECODABLE, Batch, TooLarge
 from llm.preprocess.report import SkipReport
 from llm.preprocess.tokenizer import LoadedTokenizer
 
@@ -37,6 +38,19 @@ class Encoded:
     work: Work
     arrays: Arrays = field(default_factory=dict)
     samples: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # instruction: (input_ids, labels)
+
+
+def unusable(row, max_document_bytes: int) -> str | None:
+    """Why the reader could not make a row of a record, or None."""
+    if row is UNDECODABLE:
+        return "undecodable line (not UTF-8 / not a JSON object)"
+    if isinstance(row, TooLarge):
+        return too_large(max_document_bytes)
+    return None
+
+
+def too_large(max_document_bytes: int) -> str:
+    return f"document larger than {max_document_bytes / 2**20:g} MB (--max-document-mb)"
 
 
 def flat_ids(encodings) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +77,8 @@ class PretrainHandler:
     """Each row's ``--json-keys`` texts, tokenized as the tokenizer itself does (special tokens included),
     EOD appended when asked; one output per key: ``PREFIX_<key>_document``."""
 
-    def __init__(self, tok: LoadedTokenizer, json_keys: list[str], append_eod: bool):
+    def __init__(self, tok: LoadedTokenizer, json_keys: list[str], append_eod: bool,
+                 max_document_bytes: int = MAX_DOCUMENT_BYTES):
         if append_eod and tok.eod_id is None:
             raise NpuboxError(
                 f"tokenizer {tok.source}: --append-eod needs an end-of-document token, but tokenizer_config.json "
@@ -75,22 +90,26 @@ class PretrainHandler:
         self.dtype = optimal_dtype(tok.vocab_size)
         self.outputs = [f"{key}_document" for key in json_keys]
         self.columns = json_keys
+        self.max_document_bytes = max_document_bytes
+        self.keys_seen: set[str] = set()  # of rows that lack a --json-keys key, to name them in the error
 
     def prepare(self, batch: Batch, skips: SkipReport) -> Work:
         work = Work(batch.path, batch.unit, [], [[] for _ in self.keys])
         for number, row in zip(batch.numbers, batch.rows):
-            reason = None
-            if row is UNDECODABLE:
-                reason = "undecodable line (not UTF-8 / not a JSON object)"
-            else:
+            reason = unusable(row, self.max_document_bytes)
+            if reason is None:
                 for key in self.keys:
                     value = row.get(key)
                     if value is None:
                         reason = f"missing key '{key}'" if key not in row else f"key '{key}' is null"
+                        if key not in row and len(self.keys_seen) < 50:
+                            self.keys_seen.update(k for k in row if isinstance(k, str))
                     elif not isinstance(value, str):
                         reason = f"non-string '{key}' ({type(value).__name__})"
                     elif not value.strip():
                         reason = f"empty text in '{key}'"
+                    elif len(value) > self.max_document_bytes:
+                        reason = too_large(self.max_document_bytes)
                     if reason:
                         break
             if reason:
@@ -104,7 +123,7 @@ class PretrainHandler:
     def encode(self, work: Work) -> Encoded:
         encoded = Encoded(work)
         for name, texts in zip(self.outputs, work.fields):
-            ids, lengths = flat_ids(self.tok.tokenizer.encode_batch_fast(texts, add_special_tokens=True))
+            ids, lengths = flat_ids(encode_batch(self.tok.tokenizer, texts, add_special_tokens=True))
             if self.append_eod:
                 ids, lengths = append_after_each(ids, lengths, self.tok.eod_id)
             encoded.arrays[name] = (ids, lengths)
@@ -169,7 +188,8 @@ class InstructionHandler:
     With ``seq_length``: samples longer than it are truncated; with ``pack`` (the default) consecutive samples
     share a sequence of exactly ``seq_length`` tokens, padded with the pad token (attention_mask 0, label -100)."""
 
-    def __init__(self, tok: LoadedTokenizer, style: str, prompt_type: str, seq_length: int | None, pack: bool):
+    def __init__(self, tok: LoadedTokenizer, style: str, prompt_type: str, seq_length: int | None, pack: bool,
+                 max_document_bytes: int = MAX_DOCUMENT_BYTES):
         if prompt_type not in TEMPLATES:
             raise NpuboxError(f"--prompt-type {prompt_type!r} is not known; expected one of {', '.join(TEMPLATES)}")
         self.template = TEMPLATES[prompt_type]
@@ -182,6 +202,8 @@ class InstructionHandler:
         self.dtype = np.dtype(np.int32)
         self.outputs = PACKED_OUTPUTS
         self.columns = ["instruction", "input", "output", "system"] if style == "alpaca" else ["conversations", "system"]
+        self.max_document_bytes = max_document_bytes
+        self.keys_seen: set[str] = set()
         self._pack_ids: list[np.ndarray] = []
         self._pack_labels: list[np.ndarray] = []
         self._pack_len = 0
@@ -230,9 +252,12 @@ class InstructionHandler:
         work = Work(batch.path, batch.unit, [], [])
         for number, row in zip(batch.numbers, batch.rows):
             try:
-                if row is UNDECODABLE:
-                    raise BadRow("undecodable line (not UTF-8 / not a JSON object)")
+                reason = unusable(row, self.max_document_bytes)
+                if reason:
+                    raise BadRow(reason)
                 segments = self.segments(row)
+                if sum(len(text) for text, _ in segments) > self.max_document_bytes:
+                    raise BadRow(too_large(self.max_document_bytes))
             except BadRow as e:
                 skips.skip(batch.path, batch.unit, number, str(e))
                 continue
@@ -242,7 +267,7 @@ class InstructionHandler:
 
     def encode(self, work: Work) -> Encoded:
         flat = [text for segments in work.fields for text, _ in segments]
-        encodings = self.tok.tokenizer.encode_batch_fast(flat, add_special_tokens=False)
+        encodings = encode_batch(self.tok.tokenizer, flat, add_special_tokens=False)
         encoded = Encoded(work)
         it = iter(encodings)
         for segments in work.fields:

@@ -57,7 +57,7 @@ def run(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize") as pool:
         pending: Future | None = None
         for path in paths:
-            for batch in read_batches(path, handler.columns):
+            for batch in read_batches(path, handler.columns, handler.max_document_bytes):
                 future = pool.submit(handler.encode, handler.prepare(batch, skips))
                 if pending is not None:
                     write(handler.emit(pending.result(), skips, summary))

@@ -33,7 +33,16 @@ BATCH_ROWS = 2048
 BATCH_BYTES = 1 << 20
 MAX_JSON_RECORD = 256 << 20  # one element of a .json array larger than this is not a row
 
+MAX_DOCUMENT_BYTES = 16 << 20  # a row larger than this is skipped: tokenizing it takes ~150 times its size in memory
+
 UNDECODABLE = object()  # placeholder for a row that is not valid UTF-8 / JSON
+
+
+@dataclass(frozen=True)
+class TooLarge:
+    """Placeholder for a line longer than the document cap: it is skipped, never held in memory whole."""
+
+    size: int  # bytes, at least
 
 
 @dataclass
@@ -99,7 +108,7 @@ def open_binary(path: Path) -> tuple[BinaryIO, BinaryIO]:
     return raw, raw
 
 
-def read_batches(path: Path, columns: list[str]) -> Iterator[Batch]:
+def read_batches(path: Path, columns: list[str], max_row_bytes: int = MAX_DOCUMENT_BYTES) -> Iterator[Batch]:
     fmt = format_of(path)
     try:
         if fmt == "parquet":
@@ -107,24 +116,45 @@ def read_batches(path: Path, columns: list[str]) -> Iterator[Batch]:
         elif fmt == "csv":
             yield from _csv(path)
         elif fmt == "json":
-            yield from _json(path)
+            yield from _json(path, max_row_bytes)
         else:
-            yield from _lines(path, fmt)
+            yield from _lines(path, fmt, max_row_bytes)
     except (OSError, EOFError, gzip.BadGzipFile) as e:
         raise NpuboxError(f"input {path}: cannot be read ({e})") from e
 
 
 
 
-def _lines(path: Path, fmt: str) -> Iterator[Batch]:
+def _read_line(stream: BinaryIO, limit: int) -> tuple[bytes, int]:
+    """The next line, or b"" at the end; a line longer than ``limit`` bytes is read past in bounded
+    pieces and returned empty with its size, so that no line is ever held whole beyond the limit."""
+    line = stream.readline(limit + 1)
+    if len(line) <= limit or line.endswith(b"\n"):
+        return line, len(line)
+    size = len(line)
+    while True:
+        piece = stream.readline(1 << 20)
+        size += len(piece)
+        if not piece or piece.endswith(b"\n"):
+            return b"", size
+
+
+def _lines(path: Path, fmt: str, max_row_bytes: int = MAX_DOCUMENT_BYTES) -> Iterator[Batch]:
     """jsonl: one JSON object per line; txt: each line is a document {"text": line}."""
     stream, raw = open_binary(path)
     with raw, stream:
         batch, size = Batch(path, "line"), 0
-        for number, line in enumerate(stream, start=1):
-            if fmt == "txt":
+        number = 0
+        while True:
+            line, length = _read_line(stream, max_row_bytes)
+            if not length:
+                break
+            number += 1
+            if not line:
+                row: Any = TooLarge(length)
+            elif fmt == "txt":
                 try:
-                    row: Any = {"text": line.decode("utf-8").rstrip("\r\n")}
+                    row = {"text": line.decode("utf-8").rstrip("\r\n")}
                 except UnicodeDecodeError:
                     row = UNDECODABLE
             else:
@@ -181,8 +211,9 @@ def _is_utf8(value: str) -> bool:
         return False
 
 
-def _json(path: Path) -> Iterator[Batch]:
-    """A JSON array of objects, decoded element by element; a file that is not an array is read as JSON Lines."""
+def _json(path: Path, max_row_bytes: int = MAX_DOCUMENT_BYTES) -> Iterator[Batch]:
+    """A JSON array of objects, decoded element by element; a file that is not an array is read as JSON Lines.
+    (An array's record is decoded whole, up to MAX_JSON_RECORD; the handler skips texts over the cap.)"""
     stream, raw = open_binary(path)
     with raw, stream:
         text = io.TextIOWrapper(stream, encoding="utf-8", errors="strict")
@@ -194,7 +225,7 @@ def _json(path: Path) -> Iterator[Batch]:
         if not buf.startswith("["):
             stream.close()
             raw.close()
-            yield from _lines(path, "jsonl")
+            yield from _lines(path, "jsonl", max_row_bytes)
             return
         pos, eof, number = 1, False, 0
         batch, size = Batch(path, "record"), 0

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from llm import checkpoint as megatron_ckpt
+from llm.atomic import atomic_path
 from llm.errors import NpuboxError
 from llm.model import DistInfo
 from llm.pretrain.config import PretrainConfig
@@ -76,9 +77,16 @@ def load_model(loaded: Loaded, model) -> None:
 def restore_training_state(loaded: Loaded, optimizer, scheduler, accel, use_distributed_optimizer: bool) -> tuple[int, int]:
     """Optimizer, LR schedule and RNG from a pretrain checkpoint; returns (iteration, consumed samples)."""
     state = loaded.state
+    saved_with = bool(getattr(state.get("args"), "use_distributed_optimizer", use_distributed_optimizer))
+    if saved_with != use_distributed_optimizer:
+        raise NpuboxError(
+            f"--load {loaded.path.parent.parent.parent}: saved {'with' if saved_with else 'without'} the distributed "
+            f"optimizer, this run {'does not use' if saved_with else 'uses'} it, and the two optimizer states do not "
+            f"convert: resume with {'--distributed-optimizer' if saved_with else '--no-distributed-optimizer'}"
+        )
     optimizer.load_state_dict(state["optimizer"])
     if use_distributed_optimizer:
-        optimizer.load_parameter_state(str(loaded.path.with_name(DISTRIB_OPTIM_FILE)))
+        load_parameter_state(optimizer, loaded.path.with_name(DISTRIB_OPTIM_FILE))
     scheduler.load_state_dict(state["opt_param_scheduler"])
     accel.set_rng_state(state["rng_state"][0])
     consumed = int(getattr(state.get("args"), "consumed_train_samples", 0))
@@ -109,6 +117,7 @@ def save(
         iteration=iteration,
         consumed_train_samples=consumed_samples,
         seq_length=cfg.seq_length,
+        data_path=cfg.data_path,
         micro_batch_size=cfg.micro_batch_size,
         global_batch_size=cfg.global_batch_size,
         train_iters=cfg.train_iters,
@@ -129,8 +138,7 @@ def save(
     }
     rank_file = megatron_ckpt.rank_file(save_dir, iteration, dist.tp_rank, dist.pp_rank, cfg.pp)
     if use_distributed_optimizer:  # collective over the data-parallel group; dp rank 0 writes
-        rank_file.parent.mkdir(parents=True, exist_ok=True)
-        optimizer.save_parameter_state(str(rank_file.with_name(DISTRIB_OPTIM_FILE)))
+        save_parameter_state(optimizer, rank_file.with_name(DISTRIB_OPTIM_FILE))
     if dist.dp_rank == 0:
         megatron_ckpt.save_rank(save_dir, iteration, dist.tp_rank, dist.pp_rank, cfg.pp, state)
     torch_dist.barrier()
@@ -139,6 +147,63 @@ def save(
         if cfg.keep_last:
             prune(save_dir, cfg.keep_last, keep=iteration)
     torch_dist.barrier()
+
+
+def _distributed_optimizers(optimizer) -> list:
+    """The DistributedOptimizer(s) inside what ``get_megatron_optimizer`` returns (a ChainedOptimizer)."""
+    chained = getattr(optimizer, "chained_optimizers", [optimizer])
+    return [o for o in chained if hasattr(o, "get_parameter_state_dp_zero")]
+
+
+def save_parameter_state(optimizer, path: Path) -> None:
+    """Megatron's ``distrib_optim.pt``: the main parameters and Adam moments of every data-parallel
+    shard, gathered on data-parallel rank 0, which writes them atomically. Collective.
+
+    The file holds what megatron-core's ``ChainedOptimizer.save_parameter_state`` writes (one
+    optimizer's ``get_parameter_state_dp_zero()``, or the list of them), written through
+    :func:`llm.atomic.atomic_path` instead of a bare ``torch.save``."""
+    import torch
+
+    optimizers = _distributed_optimizers(optimizer)
+    states = [o.get_parameter_state_dp_zero() for o in optimizers]
+    if optimizers[0].data_parallel_group.rank() == 0:
+        with atomic_path(path) as tmp:
+            torch.save(states[0] if len(states) == 1 else states, tmp)
+
+
+def load_parameter_state(optimizer, path: Path) -> None:
+    """Read what :func:`save_parameter_state` wrote (on data-parallel rank 0, ``weights_only``) and
+    scatter each rank its shards. Collective; call after ``optimizer.load_state_dict``.
+
+    megatron-core's ``load_parameter_state_from_dp_zero`` copies every entry of the inner optimizer's
+    per-parameter state from the file, which holds ``param``, ``exp_avg`` and ``exp_avg_sq``;
+    ``torch.optim.Adam`` (megatron-core's optimizer without Apex or Transformer Engine) also keeps a
+    ``step`` there, which the copy would look up in vain (KeyError 'step'): it is set aside while the
+    shards are copied. And ``DistributedOptimizer.load_state_dict`` restores that ``step`` as ONE
+    tensor shared by every parameter, which Adam then increments once per parameter on each step
+    (a wrong bias correction from the first step after resume): each parameter gets its own copy.
+    The copy runs without autograd: in fp32 training the main parameters are views of the model's."""
+    import torch
+
+    optimizers = _distributed_optimizers(optimizer)
+    states: list | None = None
+    if optimizers[0].data_parallel_group.rank() == 0:
+        if not path.is_file():
+            raise NpuboxError(f"{path}: not found; a checkpoint saved with the distributed optimizer has one beside "
+                              f"each {megatron_ckpt.RANK_FILE}")
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        states = [saved] if len(optimizers) == 1 else saved
+        if len(states) != len(optimizers):
+            raise NpuboxError(f"{path}: holds {len(states)} optimizer state(s); this run has {len(optimizers)}")
+    for i, opt in enumerate(optimizers):
+        inner = opt.optimizer.state
+        steps = {param: s.pop("step") for param, s in inner.items() if "step" in s}
+        try:
+            with torch.no_grad():
+                opt.load_parameter_state_from_dp_zero(states[i] if states is not None else None)
+        finally:
+            for param, step in steps.items():
+                inner[param]["step"] = step.clone()
 
 
 def prune(save_dir: Path, keep_last: int, keep: int) -> list[Path]:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from llm.errors import NpuboxError
+from llm.fusions import parse_fusions
 from llm.recipes import Recipe, load_recipe
 from llm.workspace import Workspace
 
@@ -49,8 +50,10 @@ class PretrainConfig:
     exit_interval: int | None  # stop (after saving) at the first iteration that is a multiple
     log_interval: int
     metrics_path: str | None
-    distributed_optimizer: bool | None  # None: where the device supports it
+    distributed_optimizer: bool  # shard optimizer state over data-parallel ranks (megatron's DistributedOptimizer)
     progress: bool
+    attention: str | None  # core attention, "sdpa" or "unfused" (llm.sdpa_attention); None: the device's default
+    fusions: tuple[str, ...]  # kernel fusions to turn on (llm.fusions)
 
     def num_microbatches(self, dp: int) -> int:
         return self.global_batch_size // (self.micro_batch_size * dp)
@@ -116,17 +119,64 @@ def build_parser() -> argparse.ArgumentParser:
     a("--metrics", dest="metrics_path", help="JSONL metrics file; default: logs/pretrain-<model>.jsonl in the workspace")
     dopt = p.add_mutually_exclusive_group()
     dopt.add_argument(
-        "--distributed-optimizer", dest="distributed_optimizer", action="store_true", default=None,
-        help="shard optimizer state across data-parallel ranks (default: on NPU/CUDA, off on CPU)",
+        "--distributed-optimizer", dest="distributed_optimizer", action="store_true", default=True,
+        help="shard optimizer state across data-parallel ranks (megatron-core's DistributedOptimizer)",
     )
     dopt.add_argument("--no-distributed-optimizer", dest="distributed_optimizer", action="store_false")
     a("--no-progress", dest="progress", action="store_false", help="no progress bar (log lines only)")
+    a("--attention", choices=["sdpa", "unfused"],
+      help="core attention: torch's scaled_dot_product_attention or megatron-core's unfused one; "
+           "default: sdpa on CUDA and CPU, unfused on NPU")
+    a("--fusions", default="none", help="comma-separated kernel fusions that need no Apex/Transformer Engine: "
+      "swiglu, bias-dropout-add, cross-entropy, adam (fused AdamW), compile (torch.compile), or none")
     return p
 
 
 def _positive(name: str, value: int | float | None) -> None:
-    if value is not None and value <= 0:
+    if value is not None and not value > 0:  # `not >`: nan is refused too
         raise NpuboxError(f"--{name.replace('_', '-')} is {value}; expected a positive number")
+
+
+def _finite(name: str, value: float | None) -> None:
+    if value is not None and not math.isfinite(value):
+        raise NpuboxError(f"--{name.replace('_', '-')} is {value}; expected a finite number")
+
+
+def check_resume(load: str, cfg_values: dict) -> None:
+    """A pretrain checkpoint (optimizer state inside) continues one run: refuse a resume whose data order,
+    sample shape or step count would silently differ from the run that wrote it."""
+    from llm import checkpoint
+
+    iteration = checkpoint.read_latest(load)
+    if iteration == "release":
+        return
+    it_dir = Path(load) / checkpoint.iter_dir_name(iteration)
+    rank0 = {1: "mp_rank_00", 2: "mp_rank_00_000"}  # pp == 1, pp > 1
+    layouts = [pp for pp, rank_dir in rank0.items() if (it_dir / rank_dir / checkpoint.RANK_FILE).is_file()]
+    if not layouts:
+        return  # training's reader names what is missing
+    from llm.compat import opaque_globals  # Megatron's own saves pickle its enums in 'args'
+
+    rank_file = checkpoint.rank_file(load, iteration, 0, 0, layouts[0])
+    state = checkpoint.load_rank(load, iteration, 0, 0, layouts[0], safe_globals=opaque_globals(rank_file))
+    if "optimizer" not in state:
+        return  # weights only (what convert writes): a new run starts from them
+    args = state.get("args")
+    step = int(state.get("iteration", iteration))
+    if cfg_values["train_iters"] <= step:
+        raise NpuboxError(
+            f"--train-iters {cfg_values['train_iters']}: --load {load} is already at iteration {step}; pass a larger "
+            f"--train-iters to continue it, or --save to another folder to start a new run"
+        )
+    changed = [f"--{k.replace('_', '-')} {getattr(args, k)} (now {cfg_values[k]})"
+               for k in ("data_path", "seq_length", "global_batch_size") if getattr(args, k, None) is not None
+               and str(getattr(args, k)) != str(cfg_values[k])]  # fmt: skip
+    if changed:
+        raise NpuboxError(
+            f"--load {load} (iteration {step}) was trained with {', '.join(changed)}; resuming would silently change "
+            "which samples come next: resume with the same values, or start a new run in another --save from its "
+            f"weights (`python -m llm convert --from mcore --to mcore --load-dir {load} --save-dir DIR`)"
+        )
 
 
 def config_from_args(ns: argparse.Namespace, workspace: Workspace | None = None) -> PretrainConfig:
@@ -144,6 +194,8 @@ def config_from_args(ns: argparse.Namespace, workspace: Workspace | None = None)
     for name in ("tp", "pp", "seq_length", "micro_batch_size", "global_batch_size", "train_iters",
                  "lr", "save_interval", "keep_last", "exit_interval", "log_interval"):
         _positive(name, getattr(ns, name, None))
+    for name in ("lr", "min_lr", "weight_decay", "clip_grad", "adam_beta1", "adam_beta2", "init_method_std"):
+        _finite(name, getattr(ns, name, None))
     if seq_length > recipe.architecture.max_position_embeddings:
         raise NpuboxError(
             f"--seq-length {seq_length} exceeds recipe {recipe.name}'s max_position_embeddings "
@@ -155,6 +207,9 @@ def config_from_args(ns: argparse.Namespace, workspace: Workspace | None = None)
             f"--data-path {data_path}: {data_path}.bin/.idx not found; expected a Megatron indexed dataset "
             f"(make one with `python -m llm preprocess --model {ns.model}`)"
         )
+    from llm.indexed_dataset import check_indexed_dataset
+
+    check_indexed_dataset(data_path)
     save = ns.save or str(ws.checkpoint_dir(ns.model, "pretrain"))
     load = ns.load
     if load is None:
@@ -165,6 +220,9 @@ def config_from_args(ns: argparse.Namespace, workspace: Workspace | None = None)
             load = str(converted)
     elif not (Path(load) / "latest_checkpointed_iteration.txt").is_file():
         raise NpuboxError(f"--load {load}: latest_checkpointed_iteration.txt not found; expected a Megatron checkpoint directory")
+    if load is not None:
+        check_resume(load, {"train_iters": train_iters, "data_path": str(data_path), "seq_length": seq_length,
+                            "global_batch_size": gbs})  # fmt: skip
     return PretrainConfig(
         model=ns.model,
         data_path=str(data_path),
@@ -193,6 +251,8 @@ def config_from_args(ns: argparse.Namespace, workspace: Workspace | None = None)
         metrics_path=ns.metrics_path or str(ws.logs / f"pretrain-{ns.model}.jsonl"),
         distributed_optimizer=ns.distributed_optimizer,
         progress=ns.progress,
+        attention=ns.attention,
+        fusions=parse_fusions(ns.fusions),
     )
 
 

@@ -18,29 +18,13 @@ from llm.pretrain.config import PretrainConfig
 
 def build_train_dataset(cfg: PretrainConfig, vocab_size: int):
     """The GPTDataset of ``cfg.train_iters × cfg.global_batch_size`` samples (index cache built on
-    rank 0 beside the data, in ``<data dir>/cache``, and read by the others)."""
-    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
-    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
-    from megatron.core.tokenizers.text.libraries.null_tokenizer import NullTokenizer
+    rank 0 beside the data, in ``<data dir>/cache``, and read by the others). The samples are
+    already token ids: Megatron's null tokenizer only says where documents end (llm.compat)."""
+    from llm.compat import build_gpt_dataset
 
-    config = GPTDatasetConfig(
-        random_seed=cfg.seed,
-        sequence_length=cfg.seq_length,
-        blend=([cfg.data_path], None),
-        split="100,0,0",
-        path_to_cache=os.path.join(os.path.dirname(os.path.abspath(cfg.data_path)), "cache"),
-        # The samples are already token ids; GPTDataset only asks the tokenizer for its eod id,
-        # which matters for reset_*/eod_mask_loss (off here): megatron's NullTokenizer says so.
-        tokenizer=NullTokenizer(vocab_size),
-        reset_position_ids=False,
-        reset_attention_mask=False,
-        eod_mask_loss=False,
-        create_attention_mask=False,  # the causal mask is made inside attention
-    )
-    train, _valid, _test = BlendedMegatronDatasetBuilder(
-        GPTDataset, [cfg.train_iters * cfg.global_batch_size, 0, 0], lambda: True, config
-    ).build()
-    return train
+    cache = os.path.join(os.path.dirname(os.path.abspath(cfg.data_path)), "cache")
+    return build_gpt_dataset(cfg.data_path, cfg.seq_length, cfg.train_iters * cfg.global_batch_size, cfg.seed, cache,
+                             vocab_size)  # fmt: skip
 
 
 def sample_indices(cfg: PretrainConfig, dp: int, dp_rank: int, step: int, microbatch: int) -> range:

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Iterable
 
+from llm.compat import portable_tokenizer_json
+
 ENDOFTEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
@@ -87,5 +89,6 @@ def save_tokenizer(tok, out_dir: Path, model_max_length: int) -> None:
     """Write tokenizer.json and tokenizer_config.json into ``out_dir`` (a directory not yet published)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tok.save(str(out_dir / "tokenizer.json"), pretty=True)
+    portable_tokenizer_json(out_dir / "tokenizer.json")  # readable by the stacks' older tokenizers too
     config = tokenizer_config(model_max_length)
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from llm.compat import dtype_kwargs
 from llm.convert.keymap import hf_shape, hf_tensors
 from llm.recipes.hfconfig import hf_config
 
@@ -47,7 +48,7 @@ def write_sample_weights(recipe, out_dir, seed: int = 0) -> Path:
 
     config_cls, model_cls = (Qwen2Config, Qwen2ForCausalLM) if recipe.family == "qwen2" else (LlamaConfig, LlamaForCausalLM)
     fields = {k: v for k, v in cfg.items() if k not in ("architectures", "model_type", "torch_dtype")}
-    config = config_cls(**fields, architectures=[model_cls.__name__], dtype="float32")
+    config = config_cls(**fields, architectures=[model_cls.__name__], **dtype_kwargs("float32"))
     with torch.device("meta"):
         model = model_cls(config)
     missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
@@ -57,4 +58,8 @@ def write_sample_weights(recipe, out_dir, seed: int = 0) -> Path:
     if recipe.architecture.tie_embeddings:
         model.tie_weights()
     model.save_pretrained(out_dir, safe_serialization=True)
+    # The Hugging Face Hub's config.json layout, which every transformers release reads (5.x would
+    # write `rope_parameters`, which 4.x ignores, falling back to another RoPE base).
+    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "generation_config.json").unlink(missing_ok=True)
     return out_dir

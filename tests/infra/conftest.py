@@ -7,21 +7,26 @@ import json
 
 import pytest
 
-from llm.env.spec import load_spec
+from llm.env.commands import resolve
 
 
 def pytest_addoption(parser):
     parser.addoption("--npubox-env", default="cpu", help="the env spec the container must match")
+    parser.addoption("--npubox-twin", default=None, help="the container is that env's twin (cpu)")
+
+
+def _loaded(config):
+    return resolve(config.getoption("--npubox-env"), config.getoption("--npubox-twin"))
 
 
 @pytest.fixture(scope="session")
 def loaded(request):
-    return load_spec(request.config.getoption("--npubox-env"))
+    return _loaded(request.config)
 
 
 def pytest_generate_tests(metafunc):
     if "pin" in metafunc.fixturenames:
-        loaded = load_spec(metafunc.config.getoption("--npubox-env"))
+        loaded = _loaded(metafunc.config)
         pins = sorted(loaded.pins().items())
         metafunc.parametrize("pin", pins, ids=[name for name, _ in pins])
 

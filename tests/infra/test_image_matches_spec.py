@@ -1,5 +1,7 @@
 """The running image is exactly what its spec says, and it is sealed."""
 
+import json
+
 
 def test_pinned_package_at_pinned_version(pin, installed):
     name, pinned = pin
@@ -68,3 +70,42 @@ def test_baked_spec_is_this_spec(host, loaded):
     baked = json.loads(host.file("/etc/npubox/spec.json").content_string)
     assert baked["spec_hash"] == loaded.content_hash
     assert baked["tag"] == loaded.tag
+
+
+def test_every_source_commit_is_recorded_in_the_image(host, loaded):
+    """Images carry no .git: each pinned source's commit is in /opt/npubox/sources/<name>.commit,
+    which `llm env` reports (and `--verify` compares)."""
+    reported = json.loads(host.check_output("python -m llm env --json"))["sources"]
+    for src in loaded.spec.sources:
+        assert host.file(f"/opt/npubox/sources/{src.name}.commit").content_string.strip() == src.commit
+        assert reported[src.name] == src.commit
+
+
+def test_megatron_dataset_helpers_are_compiled(host, loaded):
+    """Wherever Megatron comes as source, its C++ dataset helpers were built with the image: a
+    read-only container could not compile them when training starts."""
+    trees = [s.into for s in loaded.spec.sources if s.install == "copy-into" and s.subdir == "megatron"]
+    if not trees:
+        import pytest
+
+        pytest.skip("no Megatron source tree in this image")
+    for tree in trees:
+        folder = f"/opt/npubox/sources/{tree}/core/datasets"
+        assert host.run(f"ls {folder}/helpers*.so").rc == 0, f"no compiled helpers in {folder}"
+    out = host.run("cd /tmp && python -c 'from megatron.core.datasets import helpers; import megatron.core; "
+                   "print(megatron.core.__file__, helpers.__name__)'")  # fmt: skip
+    assert out.rc == 0, out.stderr
+    assert out.stdout.startswith(f"/opt/npubox/sources/{trees[0]}/core/__init__.py")
+
+
+def test_cann_exports_are_in_the_image_env(host, loaded):
+    """What the spec's set_env.sh scripts export is baked into ENV: `docker exec` and testinfra,
+    which read no .bashrc, see the toolkit (and NNAL where the stack sources it)."""
+    import pytest
+
+    if loaded.spec.cann is None:
+        pytest.skip("no CANN in this image")
+    env = dict(line.split("=", 1) for line in host.check_output("env").splitlines() if "=" in line)
+    assert env.get("ASCEND_TOOLKIT_HOME") or env.get("ASCEND_HOME_PATH"), "the toolkit's set_env.sh exports are missing"
+    if any("/nnal/" in path for path in loaded.spec.cann.set_env):
+        assert env.get("ATB_HOME_PATH"), "NNAL's nnal/atb/set_env.sh exports are missing"

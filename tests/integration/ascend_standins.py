@@ -75,6 +75,29 @@ def make_cann_toolkit_run(folder: Path, version: str, arch: str) -> Path:
     return path
 
 
+NNAL_SET_ENV = """# Stand-in of NNAL's nnal/atb/set_env.sh: the variables the real Ascend Transformer Boost exports.
+export ATB_HOME_PATH={path}/nnal/atb/latest/atb/cxx_abi_0
+export LD_LIBRARY_PATH=${{ATB_HOME_PATH}}/lib:${{ATB_HOME_PATH}}/examples:${{LD_LIBRARY_PATH:-}}
+export PATH=${{ATB_HOME_PATH}}/bin:$PATH
+"""
+
+
+def make_nnal_run(folder: Path, version: str, arch: str) -> Path:
+    """Write Ascend-cann-nnal_<version>_linux-<arch>.run into folder (NNAL: Ascend Transformer Boost)."""
+    name = f"Ascend-cann-nnal_{version}_linux-{arch}.run"
+    payload = io.BytesIO()
+    with tarfile.open(fileobj=payload, mode="w:gz") as tar:
+        root = f"nnal/atb/{version}"
+        _add(tar, f"{root}/version.info", f"Version={version}\n".encode())
+        _add(tar, f"{root}/atb/cxx_abi_0/lib/libatb.so", b"\x7fELF stand-in\n")
+        _add(tar, "nnal/atb/latest", link=version)
+        _add(tar, "nnal/atb/set_env.sh", NNAL_SET_ENV.format(path="/usr/local/Ascend").encode())
+    path = folder / name
+    path.write_bytes(RUN_HEADER.format(name=name, version=version).encode() + payload.getvalue())
+    path.chmod(0o755)
+    return path
+
+
 def make_mindspeed_repo(folder: Path) -> tuple[Path, str]:
     """A local git repository standing in for MindSpeed; returns (repo, commit of its second commit)."""
     repo = folder / "MindSpeed.git"

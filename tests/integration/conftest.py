@@ -10,6 +10,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 INVOKE = [sys.executable, "-m", "invoke"]
+SOURCES = REPO.parent / "shared" / "sources"  # the pinned sources' archives, named by commit
+# The Ascend stack whose CPU twin the twin tests build (README: the other stacks, one command each).
+TWIN_ENV = os.environ.get("NPUBOX_TWIN_ENV", "ascend-mindspeed-llm-2.0.0")
 
 
 def docker_ready() -> bool:
@@ -36,6 +39,15 @@ def cpu_image() -> str:
 
     commands.base_image("cpu")
     return commands.build("cpu", [])
+
+
+@pytest.fixture(scope="session")
+def twin_image() -> str:
+    """Bootstrap the twins' base (if missing) and build TWIN_ENV's CPU twin from ../shared/sources."""
+    from llm.env import commands
+
+    commands.base_image(TWIN_ENV, twin="cpu")
+    return commands.build(TWIN_ENV, [], source_cache=str(SOURCES), twin="cpu")
 
 
 def invoke(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:

@@ -2,8 +2,10 @@
 stand-in CANN installer and a local git repository for MindSpeed (no NPU, no network)."""
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -12,7 +14,7 @@ from llm.env.site import Site
 from llm.env.spec import load_spec
 from llm.errors import NpuboxError
 
-from .ascend_standins import make_cann_toolkit_run, make_mindspeed_repo
+from .ascend_standins import make_cann_toolkit_run, make_mindspeed_repo, make_nnal_run
 from .conftest import REPO
 
 CANN_VERSION = "8.1.RC1"
@@ -25,7 +27,8 @@ def _npu_spec(folder, commit: str):
     text = text.replace("lock: cpu.lock", "lock: npu-standin.lock")
     text += f"""cann:
   version: {CANN_VERSION}
-  installers: ["Ascend-cann-toolkit_{{version}}_linux-{{arch}}.run"]
+  installers: ["Ascend-cann-toolkit_{{version}}_linux-{{arch}}.run", "Ascend-cann-nnal_{{version}}_linux-{{arch}}.run"]
+  set_env: [/usr/local/Ascend/ascend-toolkit/set_env.sh, /usr/local/Ascend/nnal/atb/set_env.sh]
 sources:
   - name: MindSpeed
     url: https://example.invalid/MindSpeed.git
@@ -43,6 +46,7 @@ def standin(tmp_path_factory, cpu_image):
     vendor = root / "vendor"
     vendor.mkdir()
     make_cann_toolkit_run(vendor, CANN_VERSION, host_arch())
+    make_nnal_run(vendor, CANN_VERSION, host_arch())
     cache = root / "source-cache"
     cache.mkdir()
     _, commit = make_mindspeed_repo(cache)
@@ -80,6 +84,29 @@ def test_set_env_is_baked_for_docker_exec(standin):
         assert "ASCEND_OPP_PATH=/usr/local/Ascend/ascend-toolkit/latest/opp" in env.splitlines()
         assert "/usr/local/Ascend/ascend-toolkit/latest/lib64" in next(
             line for line in env.splitlines() if line.startswith("LD_LIBRARY_PATH="))
+        # NNAL's script, sourced after the toolkit's as MindSpeed-LLM's guides do, is baked too.
+        assert "ATB_HOME_PATH=/usr/local/Ascend/nnal/atb/latest/atb/cxx_abi_0" in env.splitlines()
+        assert "/usr/local/Ascend/nnal/atb/latest/atb/cxx_abi_0/lib" in next(
+            line for line in env.splitlines() if line.startswith("LD_LIBRARY_PATH="))
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def test_testinfra_checks_the_cann_image(standin):
+    """tests/infra (what `invoke check` runs) against the stand-in CANN image: its pins, sources,
+    and the CANN and NNAL exports in ENV."""
+    loaded, tag, _, _ = standin
+    name = "npubox-cann-infra-probe"
+    subprocess.run(["docker", "run", "-d", "--rm", "--name", name, "--network", "none", "--read-only", "--tmpfs", "/tmp",
+                    "--user", "1000:1000", tag, "sleep", "300"], check=True, capture_output=True)  # fmt: skip
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", str(REPO / "tests" / "infra"), f"--hosts=docker://{name}",
+                               "--npubox-env=npu-standin", "-p", "no:cacheprovider", "-q", "-k",
+                               "cann or source or pinned or verify"],
+                              cwd=REPO, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "NPUBOX_ENVS_DIR": str(loaded.path.parent)})  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        assert "test_cann_exports_are_in_the_image_env PASSED" in proc.stdout or " passed" in proc.stdout
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 

@@ -141,8 +141,8 @@ def test_unwritable_target(hf, tmp_path):
 
 def test_failure_midway_keeps_previous_save_dir(hf, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "previous.txt").write_text("old checkpoint")
+    assert run(hf, tmp_path, "--tp", "1") == 0  # the previous checkpoint
+    previous = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
     calls = []
 
     def fail_on_second_rank(*args, **kwargs):
@@ -154,8 +154,8 @@ def test_failure_midway_keeps_previous_save_dir(hf, tmp_path, monkeypatch):
     real_save_rank = checkpoint.save_rank
     monkeypatch.setattr(checkpoint, "save_rank", fail_on_second_rank)
     with pytest.raises(KeyboardInterrupt):
-        run(hf, tmp_path, "--tp", "2")
-    assert [p.name for p in out.iterdir()] == ["previous.txt"]
+        run(hf, tmp_path, "--tp", "2", "--overwrite")
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == previous
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
 
 

@@ -10,7 +10,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from llm.env.image import baked_spec
+from llm.env.labels import baked_spec
 from llm.env.spec import load_spec
 from llm.envinfo import drifts
 
@@ -75,8 +75,8 @@ def test_every_drift_is_listed():
     assert len(problems) == 4
 
 
-def llm_env(*args: str, baked_spec_path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NPUBOX_BAKED_SPEC": str(baked_spec_path), "PYTHONPATH": str(REPO)}
+def llm_env(*args: str, baked_spec_path: Path, environ: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(environ or {}), "NPUBOX_BAKED_SPEC": str(baked_spec_path), "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "llm", "env", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
 
@@ -100,7 +100,7 @@ def test_verify_names_each_drift_and_exits_1(tmp_path):
     spec["spec"]["python"] = "{}.{}".format(*sys.version_info[:2])
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(spec))
-    proc = llm_env("--verify", baked_spec_path=path)
+    proc = llm_env("--verify", baked_spec_path=path, environ=spec["spec"]["env"])  # as the image's ENV sets them
     assert proc.returncode == 1
     assert f"drift: pydantic: pinned 0.0.1, found {host_pydantic}" in proc.stderr
     assert f"1 drift(s) from {spec['tag']}" in proc.stderr
@@ -113,7 +113,7 @@ def test_verify_passes_when_pins_match(tmp_path):
     spec["spec"]["python"] = "{}.{}".format(*sys.version_info[:2])
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(spec))
-    proc = llm_env("--verify", baked_spec_path=path)
+    proc = llm_env("--verify", baked_spec_path=path, environ=spec["spec"]["env"])  # as the image's ENV sets them
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"ok: matches {spec['tag']} (3 pins)"
 

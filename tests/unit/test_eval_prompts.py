@@ -34,10 +34,11 @@ def test_mmlu_zero_shot_prompt():
 
 
 def test_ceval_prompt_uses_the_chinese_subject_name():
+    # lm-eval 0.4.13's ceval/ceval-valid_logic.yaml: no "考试" after the subject name
     shot = mc("logic", "甲？", ["1", "2", "3", "4"], 3)
     q = mc("logic", "乙？", ["5", "6", "7", "8"], 0)
     assert prompts.prompt("ceval", q, [shot]) == (
-        "以下是中国关于逻辑学考试的单项选择题，请选出其中的正确答案。\n\n"
+        "以下是中国关于逻辑学的单项选择题，请选出其中的正确答案。\n\n"
         "甲？\nA. 1\nB. 2\nC. 3\nD. 4\n答案： D\n\n"
         "乙？\nA. 5\nB. 6\nC. 7\nD. 8\n答案："
     )
@@ -143,9 +144,11 @@ class FakeSharedEngine(FakeEngine):
         super().__init__()
         self.shared_calls: list[tuple[tuple[int, ...], list[tuple[int, ...]]]] = []
 
-    def score_next_token_after(self, prefix, suffixes, candidates):
-        self.shared_calls.append((tuple(prefix), [tuple(s) for s in suffixes]))
-        return self.score_next_token([tuple(prefix) + tuple(s) for s in suffixes], candidates)
+    def score_rows(self, shared, rows, reads):
+        if shared:
+            self.shared_calls.append((tuple(shared), [tuple(r) for r in rows]))
+        full = [tuple(shared) + tuple(r) for r in rows]
+        return [[self.score_next_token([f[: len(shared) + pos + 1]], [c])[0] for pos, c in rr] for f, rr in zip(full, reads)]
 
 
 def test_shared_prefix_runs_once_per_group_and_gives_the_same_scores():
@@ -160,3 +163,16 @@ def test_shared_prefix_runs_once_per_group_and_gives_the_same_scores():
     assert engine.shared_calls == [((7, 7), [(2, 3), (1,)])]
     assert shared.choice_logprobs[:2] == plain.choice_logprobs[:2]
     assert shared.truncated == 1 and shared.forwards == 4  # 3 prompts + 1 shared prefix
+
+
+def test_one_row_per_question_serves_answers_of_several_tokens():
+    """" y"+"es" beside " no": the row prompt + " y" gives both first tokens and "es"; results equal
+    the one-prefix-per-row scoring."""
+    reqs = [scoring.Request((1, 2), ((5, 6), (7,))), scoring.Request((3,), ((5, 6, 8), (5, 9), (4,)))]
+    plain = scoring.score(FakeEngine(), reqs, batch_size=8)
+    engine = FakeSharedEngine()
+    rows = scoring.score(engine, reqs, batch_size=8)
+    assert rows.choice_logprobs == plain.choice_logprobs
+    # (1, 2, 5) reads after (1, 2) and after (1, 2, 5); (3, 5, 6) covers (3,), (3, 5), (3, 5, 6); (3, 5) is covered
+    assert rows.forwards == 2 and plain.forwards == 5
+    assert sorted(engine.prompts) == [(1, 2), (1, 2, 5), (3,), (3, 5), (3, 5, 6)]  # each read once

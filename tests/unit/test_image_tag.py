@@ -12,7 +12,9 @@ import yaml
 
 import llm
 from llm.env.base import bootstrap_tag, debian_mirror
-from llm.env.image import baked_spec, labels, pip_platforms, render_dockerfile
+from llm.env.arch import pip_platforms
+from llm.env.context import render_dockerfile
+from llm.env.labels import baked_spec, labels
 from llm.env.spec import LoadedSpec, load_spec, load_spec_file
 from llm.errors import NpuboxError
 
@@ -149,13 +151,12 @@ def test_render_dockerfile_without_spec_env(tmp_path):
     assert not any("@SPEC_ENV@" in line or line.startswith("#@") for line in rendered.splitlines())
 
 
-def test_render_dockerfile_refuses_a_newline_value(tmp_path):
-    loaded = write_env(tmp_path, replaced(CPU_YAML, 'OMP_NUM_THREADS: "2"', 'OMP_NUM_THREADS: "2\\nRUN rm -rf /"'))
-    with pytest.raises(NpuboxError) as info:
-        render_dockerfile(loaded)
+def test_a_newline_value_is_refused_when_the_spec_is_validated(tmp_path):
+    with pytest.raises(NpuboxError) as info:  # not late, when the Dockerfile is rendered
+        write_env(tmp_path, replaced(CPU_YAML, 'OMP_NUM_THREADS: "2"', 'OMP_NUM_THREADS: "2\\nRUN rm -rf /"'))
     message = str(info.value)
-    assert message.startswith(f"{tmp_path / 'cpu.yaml'}: field `env.OMP_NUM_THREADS` contains a newline")
-    assert "single-line value" in message
+    assert message.startswith(f"{tmp_path / 'cpu.yaml'}: invalid (1 problem)")
+    assert "field `env`" in message and "single-line values without control characters; OMP_NUM_THREADS holds" in message
 
 
 def test_dockerfile_stages_go_from_least_to_most_often_changed():

@@ -1,0 +1,161 @@
+"""The build context of a plan, assembled on the host: the locked wheels (downloaded by the host's
+own pip with the site's index, find-links, CA bundle and proxies), site wheels, CANN installers,
+pinned source trees, the lock, the baked spec, the llm package and the Dockerfile. `docker build
+--network none` then needs nothing else, and no site setting can reach a layer or a label.
+
+    <context>/Dockerfile            containers/Dockerfile + the generated ENV block
+    <context>/wheels/               every locked file (wheels; sdists of pure-Python packages)
+    <context>/site-wheels/          wheels only the site has (Ascend apex), outside the lock
+    <context>/cann/                 order.txt + CANN installers (empty without installers)
+    <context>/sources/              manifest.tsv + one archive per pinned source
+    <context>/requirements.lock     the lock as installed (a twin's: without Ascend-only wheels)
+    <context>/build-tools.lock      setuptools and wheel, installed first (they build the sdists)
+    <context>/spec.json  llm/  install-cann.sh  install-sources.sh
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import llm
+from llm.digest import sha256_file
+from llm.env.arch import GLIBC, GLIBC_BOOKWORM, pip_platforms
+from llm.env.engine import Echo, _stderr_echo
+from llm.env.labels import REPO_ROOT, baked_spec
+from llm.env.plan import BuildPlan, wheel_cache
+from llm.env.spec import LoadedSpec, LockEntry, render_lock
+from llm.errors import NpuboxError
+
+CONTAINERS = REPO_ROOT / "containers"
+DOCKERFILE = CONTAINERS / "Dockerfile"
+LLM_DIR = Path(llm.__file__).resolve().parent
+ENV_MARKER = "# npubox: generated ENV lines"  # where the CANN and spec ENV lines go
+BUILD_TOOLS = ("setuptools", "wheel")  # what `pip install --no-build-isolation` builds sdists with
+
+
+@dataclass
+class BuildContext:
+    path: Path
+    build_args: dict[str, str]
+
+
+def env_line(key: str, value: str, where: str) -> str:
+    if "\n" in value:
+        raise NpuboxError(f"{where}: field `env.{key}` contains a newline: expected a single-line value")
+    # UTF-8 as is (Docker reads no \\u escapes); `$` as `\$`, which Docker's ENV keeps literally (no $VAR expansion).
+    quoted = json.dumps(value, ensure_ascii=False).replace("$", "\\$")
+    return f"ENV {key}={quoted}"
+
+
+def render_dockerfile(loaded: LoadedSpec, cann_env: dict[str, str] | None = None) -> str:
+    """containers/Dockerfile with the generated ENV block (CANN's set_env.sh exports, the spec's
+    `env:` and PYTHONPATH) at its marker line."""
+    lines = [env_line(k, v, "CANN set_env.sh") for k, v in sorted((cann_env or {}).items())]
+    lines += [env_line(k, v, str(loaded.path)) for k, v in sorted(loaded.spec.env.items())]
+    paths = ["/opt/npubox/src"] + [f"/opt/npubox/sources/{s.name}" for s in loaded.spec.sources if s.install == "pythonpath"]
+    tail = ":$PYTHONPATH" if cann_env and "PYTHONPATH" in cann_env else ""
+    lines.append(f"ENV PYTHONPATH={':'.join(paths)}{tail}")
+    text = DOCKERFILE.read_text()
+    if ENV_MARKER not in text:
+        raise NpuboxError(f"{DOCKERFILE}: the line {ENV_MARKER!r} is missing; it marks where the ENV lines go")
+    return text.replace(ENV_MARKER, ENV_MARKER + "\n" + "\n".join(lines), 1)
+
+
+def _locked_files(cache: Path, entries: list[LockEntry]) -> dict[str, Path]:
+    wanted = {h.removeprefix("sha256:") for e in entries for h in e.hashes}
+    found: dict[str, Path] = {}
+    for path in sorted(cache.iterdir()):
+        if path.is_file() and path.name.endswith((".whl", ".tar.gz", ".zip")):
+            digest = sha256_file(path)
+            if digest in wanted:
+                found[digest] = path
+    return found
+
+
+def fetch_wheels(loaded: LoadedSpec, plan: BuildPlan, echo: Echo | None = _stderr_echo) -> list[Path]:
+    """Every locked file for the image's Python and architecture, in the cache (offline first).
+
+    Wheels where they exist; an sdist only where a package publishes none (pure-Python packages
+    such as antlr4-python3-runtime), built inside the image from its hashed source."""
+    cache = wheel_cache(loaded)
+    cache.mkdir(parents=True, exist_ok=True)
+    lock_file = cache / f".{loaded.name}.lock"
+    lock_file.write_text(loaded.lock_text())
+    common = ["download", "--no-deps", "--require-hashes", "--prefer-binary", "--dest", str(cache),
+              "--python-version", loaded.spec.python, "--implementation", "cp", "--progress-bar", "off",
+              "-r", str(lock_file)]  # fmt: skip
+    glibc = GLIBC_BOOKWORM if loaded.spec.base.bootstrap else GLIBC[1]  # bookworm, else a CANN (Ubuntu 22.04) image
+    for plat in pip_platforms(loaded.arch, glibc):
+        common += ["--platform", plat]
+    site = plan.site
+    offline = subprocess.run([*site.pip(), *common, "--no-index", "--find-links", str(cache)], capture_output=True)
+    if offline.returncode != 0:
+        if echo:
+            echo(" ".join(["pip", *common, *site.pip_find_links_args()]))
+        proc = subprocess.run([*site.pip(), *common, *site.pip_find_links_args()], capture_output=True, text=True)
+        if proc.returncode != 0:
+            last = [line for line in proc.stderr.strip().splitlines() if line.startswith("ERROR")] or ["no output"]
+            raise NpuboxError(
+                f"downloading the locked wheels of {loaded.lock_path.name} failed: {last[-1]}; check the pip index "
+                "settings (pip config list) or give a folder of wheels with --wheelhouse"
+            )
+    found = _locked_files(cache, loaded.lock)
+    have = {h.removeprefix("sha256:") for h in found}
+    absent = [e.name for e in loaded.lock if not have & {h.removeprefix("sha256:") for h in e.hashes}]
+    if absent:
+        raise NpuboxError(f"no file for {', '.join(absent)} of {loaded.lock_path.name} in {cache} after pip download; "
+                          "delete the cache folder and retry")  # fmt: skip
+    return list(found.values())
+
+
+def _place(src: Path, target: Path) -> None:
+    try:
+        os.link(src, target)
+    except OSError:
+        shutil.copy2(src, target)
+
+
+def assemble(plan: BuildPlan, base_ref: str, files: list[Path], echo: Echo | None = _stderr_echo) -> BuildContext:
+    from llm.env.sources import export_source
+
+    loaded = plan.loaded
+    ctx = llm_cache_build_dir(loaded)
+    if ctx.exists():
+        shutil.rmtree(ctx)
+    for sub in ("wheels", "site-wheels", "cann", "sources"):
+        (ctx / sub).mkdir(parents=True)
+    for path in files:
+        _place(path, ctx / "wheels" / path.name)
+    for path in plan.site_wheels:
+        _place(path, ctx / "site-wheels" / path.name)
+    for path in plan.installers:
+        _place(path, ctx / "cann" / path.name)
+    (ctx / "cann" / "order.txt").write_text("".join(f"{p.name}\n" for p in plan.installers))
+    rows = []
+    for src in loaded.spec.sources:
+        archive = export_source(src, plan.build_inputs.source_cache, ctx / "sources", echo=echo)
+        rows.append("\t".join([src.name, src.commit, src.install, src.subdir or "-", src.into or "-", archive.name]))
+    (ctx / "sources" / "manifest.tsv").write_text("".join(f"{r}\n" for r in rows))
+    for script in ("install-cann.sh", "install-sources.sh"):
+        shutil.copy2(CONTAINERS / script, ctx / script)
+    (ctx / "requirements.lock").write_text(loaded.lock_text())
+    tools = [e for e in loaded.lock if e.name.lower() in BUILD_TOOLS]
+    (ctx / "build-tools.lock").write_text(render_lock(tools, "# installed first: they build the locked sdists"))
+    (ctx / "spec.json").write_text(json.dumps(baked_spec(loaded), indent=2, sort_keys=True) + "\n")
+    shutil.copytree(LLM_DIR, ctx / "llm", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (ctx / "Dockerfile").write_text(render_dockerfile(loaded))
+    build_args = {"BASE_IMAGE": base_ref, "PYTHON_VERSION": loaded.spec.python, "CANN_MODE": plan.cann_mode,
+                  "CANN_VERSION": loaded.spec.cann.version if loaded.spec.cann else "",
+                  "CANN_SET_ENV": " ".join(loaded.spec.cann.set_env) if loaded.spec.cann else ""}  # fmt: skip
+    return BuildContext(ctx, build_args)
+
+
+def llm_cache_build_dir(loaded: LoadedSpec) -> Path:
+    from llm.env.site import cache_dir
+
+    return cache_dir() / "build" / f"{loaded.name}-{loaded.arch}"
