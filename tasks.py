@@ -57,19 +57,30 @@ def models(c):
     _table(commands.list_models(), ["model", "family", "shape", "pretrain default"])
 
 
-@task(help={"env": ENV_HELP, "bootstrap": "bootstrap with debootstrap even if the base could be pulled",
-            "twin": TWIN_HELP})
+@task(
+    help={
+        "env": ENV_HELP,
+        "bootstrap": "bootstrap with debootstrap even if the base could be pulled",
+        "twin": TWIN_HELP,
+    }
+)
 @friendly
 def base_image(c, env="cpu", bootstrap=False, twin=None):
     """Make the spec's base image: use it if present, pull it, else bootstrap it from Debian packages."""
     print(commands.base_image(env, force_bootstrap=bootstrap, twin=twin))
 
 
-@task(help={"env": ENV_HELP, "wheelhouse": "extra folder of local wheels (repeatable)",
-            "arch": "x86_64, aarch64 or all (default: every architecture the spec lists)",
-            "source-cache": "folder of git mirrors or archives of the pinned sources, whose requirements files "
-                            "go into the lock", "twin": "lock the env's twin (cpu) from the real lock's pins"},
-      iterable=["wheelhouse"])
+@task(
+    help={
+        "env": ENV_HELP,
+        "wheelhouse": "extra folder of local wheels (repeatable)",
+        "arch": "x86_64, aarch64 or all (default: every architecture the spec lists)",
+        "source-cache": "folder of git mirrors or archives of the pinned sources, whose requirements files "
+        "go into the lock",
+        "twin": "lock the env's twin (cpu) from the real lock's pins",
+    },
+    iterable=["wheelhouse"],
+)
 @friendly
 def lock(c, env="cpu", wheelhouse=None, arch=None, source_cache=None, twin=None):
     """Resolve the spec's requirements (and its sources' requirements files) into its lock(s) with hashes (uv)."""
@@ -77,17 +88,24 @@ def lock(c, env="cpu", wheelhouse=None, arch=None, source_cache=None, twin=None)
         print(f"wrote {path}")
 
 
-@task(help={"env": ENV_HELP, "wheelhouse": "extra folder of local wheels, e.g. torch_npu/apex (repeatable)",
-            "vendor": "folder with the CANN installers (.run) the spec names",
-            "source-cache": "folder of git mirrors (<name>.git) or archives (<name>-<commit>.tar.gz) of pinned sources",
-            "dry-run": "print the plan (stages, inputs, what is missing, labels) and build nothing",
-            "twin": TWIN_HELP, "arch": "plan for this architecture (x86_64, aarch64; with --dry-run)"},
-      iterable=["wheelhouse"])
+@task(
+    help={
+        "env": ENV_HELP,
+        "wheelhouse": "extra folder of local wheels, e.g. torch_npu/apex (repeatable)",
+        "vendor": "folder with the CANN installers (.run) the spec names",
+        "source-cache": "folder of git mirrors (<name>.git) or archives (<name>-<commit>.tar.gz) of pinned sources",
+        "dry-run": "print the plan (stages, inputs, what is missing, labels) and build nothing",
+        "twin": TWIN_HELP,
+        "arch": "plan for this architecture (x86_64, aarch64; with --dry-run)",
+    },
+    iterable=["wheelhouse"],
+)
 @friendly
 def build_image(c, env="cpu", wheelhouse=None, vendor=None, source_cache=None, dry_run=False, twin=None, arch=None):
     """Build the versioned image npubox/<env>:<version>-<spec hash> from the spec and its lock."""
-    result = commands.build(env, wheelhouse or [], vendor=vendor, source_cache=source_cache, dry_run=dry_run,
-                            twin=twin, arch=arch)
+    result = commands.build(
+        env, wheelhouse or [], vendor=vendor, source_cache=source_cache, dry_run=dry_run, twin=twin, arch=arch
+    )
     if dry_run:
         from llm.env.plan import print_plan
 
@@ -96,41 +114,94 @@ def build_image(c, env="cpu", wheelhouse=None, vendor=None, source_cache=None, d
         print(result)
 
 
-@task(help={"env": ENV_HELP, "model": "model recipe (`invoke models`)", "phase": f"one of {', '.join(commands.PHASES)}",
-            "workspace": WORKSPACE_HELP, "image": "run this image instead of the spec's tag",
-            "devices": "accelerator subset, e.g. 0-3,6",
-            "nnodes": "nodes in a multi-node run (> 1: the container uses the host network)",
-            "node-rank": "this node's rank, 0..nnodes-1", "master-addr": "address of node 0",
-            "master-port": "port on node 0", "nproc": "processes on this node (default: one per device; CPU: 1)",
-            "name": "container name (default: a generated one)", "twin": TWIN_HELP})
+@task(
+    help={
+        "env": ENV_HELP,
+        "model": "model recipe (`invoke models`)",
+        "phase": f"one of {', '.join(commands.PHASES)}",
+        "workspace": WORKSPACE_HELP,
+        "image": "run this image instead of the spec's tag",
+        "devices": "accelerator subset, e.g. 0-3,6",
+        "nnodes": "nodes in a multi-node run (> 1: the container uses the host network)",
+        "node-rank": "this node's rank, 0..nnodes-1",
+        "master-addr": "address of node 0",
+        "master-port": "port on node 0",
+        "nproc": "processes on this node (default: one per device; CPU: 1)",
+        "name": "container name (default: a generated one)",
+        "twin": TWIN_HELP,
+    }
+)
 @friendly
-def run(c, env="cpu", model="tiny", phase="env", workspace=None, image=None, devices=None, nnodes=1, node_rank=0,
-        master_addr="127.0.0.1", master_port=6000, nproc=None, name=None, twin=None):
+def run(
+    c,
+    env="cpu",
+    model="tiny",
+    phase="env",
+    workspace=None,
+    image=None,
+    devices=None,
+    nnodes=1,
+    node_rank=0,
+    master_addr="127.0.0.1",
+    master_port=6000,
+    nproc=None,
+    name=None,
+    twin=None,
+):
     """Run `python -m llm <phase> --model <model>` in a sealed one-off container. Extra phase args go after `--`.
 
     With --nnodes/--nproc the phase runs under `python -m llm launch` (torchrun)."""
     extra = shlex.split(c.remainder) if c.remainder else []
     launch = None
     if int(nnodes) > 1 or nproc:
-        launch = commands.Launch(int(nnodes), int(node_rank), master_addr, int(master_port), int(nproc) if nproc else None)
-    code = commands.run_phase(env, model, phase, extra, Path(workspace) if workspace else commands.DEFAULT_WORKSPACE,
-                              image=image, devices=devices, launch=launch, name=name, twin=twin)
+        launch = commands.Launch(
+            int(nnodes), int(node_rank), master_addr, int(master_port), int(nproc) if nproc else None
+        )
+    code = commands.run_phase(
+        env,
+        model,
+        phase,
+        extra,
+        Path(workspace) if workspace else commands.DEFAULT_WORKSPACE,
+        image=image,
+        devices=devices,
+        launch=launch,
+        name=name,
+        twin=twin,
+    )
     if code:
         raise Exit(f"error: phase {phase} exited with {code}", code=code)
 
 
-@task(help={"target": "ascendjob (MindCluster), pytorchjob (Kubeflow) or slurm (sbatch script)",
-            "nodes": "number of nodes", "env": ENV_HELP, "model": "model recipe", "phase": "phase to run",
-            "devices-per-node": "accelerators per node (default 8 for NPU/GPU envs, 1 for cpu)",
-            "workspace": "PersistentVolumeClaim name (Kubernetes) or shared folder (Slurm)",
-            "output": "write to this file instead of printing"})
+@task(
+    help={
+        "target": "ascendjob (MindCluster), pytorchjob (Kubeflow) or slurm (sbatch script)",
+        "nodes": "number of nodes",
+        "env": ENV_HELP,
+        "model": "model recipe",
+        "phase": "phase to run",
+        "devices-per-node": "accelerators per node (default 8 for NPU/GPU envs, 1 for cpu)",
+        "workspace": "PersistentVolumeClaim name (Kubernetes) or shared folder (Slurm)",
+        "output": "write to this file instead of printing",
+    }
+)
 @friendly
-def manifest(c, target="ascendjob", nodes=2, env="cpu", model="tiny", phase="pretrain", devices_per_node=None,
-             workspace=None, output=None):
+def manifest(
+    c,
+    target="ascendjob",
+    nodes=2,
+    env="cpu",
+    model="tiny",
+    phase="pretrain",
+    devices_per_node=None,
+    workspace=None,
+    output=None,
+):
     """Render a MindCluster AscendJob, a Kubeflow PyTorchJob or an sbatch script for the same run."""
     extra = shlex.split(c.remainder) if c.remainder else []
-    text = commands.manifest(env, target, int(nodes), model, phase,
-                             int(devices_per_node) if devices_per_node else None, extra, workspace)
+    text = commands.manifest(
+        env, target, int(nodes), model, phase, int(devices_per_node) if devices_per_node else None, extra, workspace
+    )
     if output:
         from llm.atomic import write_text_atomic
 
@@ -140,14 +211,27 @@ def manifest(c, target="ascendjob", nodes=2, env="cpu", model="tiny", phase="pre
         print(text, end="")
 
 
-@task(help={"env": ENV_HELP, "workspace": WORKSPACE_HELP, "image": "run this image instead of the spec's tag",
-            "devices": "accelerator subset, e.g. 0-3,6", "name": "container name (default npubox-<env>)",
-            "twin": TWIN_HELP})
+@task(
+    help={
+        "env": ENV_HELP,
+        "workspace": WORKSPACE_HELP,
+        "image": "run this image instead of the spec's tag",
+        "devices": "accelerator subset, e.g. 0-3,6",
+        "name": "container name (default npubox-<env>)",
+        "twin": TWIN_HELP,
+    }
+)
 @friendly
 def up(c, env="cpu", workspace=None, image=None, devices=None, name=None, twin=None):
     """Start a long-lived sealed container to `docker exec -it` into."""
-    name = commands.up(env, Path(workspace) if workspace else commands.DEFAULT_WORKSPACE, image=image,
-                       devices=devices, name=name, twin=twin)
+    name = commands.up(
+        env,
+        Path(workspace) if workspace else commands.DEFAULT_WORKSPACE,
+        image=image,
+        devices=devices,
+        name=name,
+        twin=twin,
+    )
     again = f"--env {env}" if name == commands.container.container_name(env) else f"--name {name}"
     print(f"{name} is up: `docker exec -it {name} bash` or `invoke shell {again}`")
 
@@ -186,8 +270,14 @@ def check(c, env="cpu", image=None, twin=None):
         raise Exit(f"error: env {env} image does not match its spec (see the failures above)", code=code)
 
 
-@task(help={"env": ENV_HELP, "output": "folder for the archive and its manifest (default: the current folder)",
-            "image": "export this image instead of the spec's tag", "twin": TWIN_HELP})
+@task(
+    help={
+        "env": ENV_HELP,
+        "output": "folder for the archive and its manifest (default: the current folder)",
+        "image": "export this image instead of the spec's tag",
+        "twin": TWIN_HELP,
+    }
+)
 @friendly
 def export_image(c, env="cpu", output=".", image=None, twin=None):
     """Save the env's image as <env>-<version>-<hash12>.tar plus a manifest (sha256), for air-gapped hosts."""
@@ -205,5 +295,20 @@ def import_image(c, archive):
     print(f"loaded {manifest.tag} (image id {manifest.image_id}), verified against its manifest")
 
 
-ns = Collection("npubox", envs, models, base_image, lock, build_image, run, manifest, up, down, shell, ps, check, export_image,
-                import_image)
+ns = Collection(
+    "npubox",
+    envs,
+    models,
+    base_image,
+    lock,
+    build_image,
+    run,
+    manifest,
+    up,
+    down,
+    shell,
+    ps,
+    check,
+    export_image,
+    import_image,
+)

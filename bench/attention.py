@@ -23,8 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--seq", type=int, nargs="+", default=[128, 512, 1024])
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--heads", type=int, default=14)
@@ -49,32 +50,48 @@ def main(argv=None) -> int:
     from megatron.core.transformer import TransformerConfig
     from megatron.core.transformer.enums import AttnMaskType
 
-    from llm.model import destroy_distributed, init_distributed
+    from llm.distributed import destroy_distributed, init_distributed
     from llm.sdpa_attention import core_attention
 
     init_distributed(1, 1, accel)
     accel.model_parallel_seed(0)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     config = TransformerConfig(
-        num_layers=1, hidden_size=args.heads * args.head_dim, num_attention_heads=args.heads,
-        num_query_groups=args.groups, kv_channels=args.head_dim, attention_dropout=0.0, activation_func=F.silu,
-        bf16=dtype == torch.bfloat16, params_dtype=dtype, masked_softmax_fusion=False, attention_softmax_in_fp32=True,
+        num_layers=1,
+        hidden_size=args.heads * args.head_dim,
+        num_attention_heads=args.heads,
+        num_query_groups=args.groups,
+        kv_channels=args.head_dim,
+        attention_dropout=0.0,
+        activation_func=F.silu,
+        bf16=dtype == torch.bfloat16,
+        params_dtype=dtype,
+        masked_softmax_fusion=False,
+        attention_softmax_in_fp32=True,
     )
     device = accel.device(0)
-    modules = {name: core_attention(name)(config=config, layer_number=1, attn_mask_type=AttnMaskType.causal,
-                                           attention_type="self") for name in ("unfused", "sdpa")}
-    print(f"device: {accel.kind} ({accel.device_name}), torch {torch.__version__}, {args.dtype}, "
-          f"threads {torch.get_num_threads()}; batch {args.batch}, "
-          f"{args.heads} heads / {args.groups} groups × {args.head_dim}")
+    modules = {
+        name: core_attention(name)(
+            config=config, layer_number=1, attn_mask_type=AttnMaskType.causal, attention_type="self"
+        )
+        for name in ("unfused", "sdpa")
+    }
+    print(
+        f"device: {accel.kind} ({accel.device_name}), torch {torch.__version__}, {args.dtype}, "
+        f"threads {torch.get_num_threads()}; batch {args.batch}, "
+        f"{args.heads} heads / {args.groups} groups × {args.head_dim}"
+    )
     print(f"{'seq':>6} {'unfused ms':>11} {'sdpa ms':>9} {'speed-up':>9} {'max |Δ|':>9}")
     for s in args.seq:
         g = torch.Generator(device="cpu").manual_seed(s)
-        q, k, v = (torch.randn(s, args.batch, n, args.head_dim, generator=g).to(device, dtype)
-                   for n in (args.heads, args.groups, args.groups))
+        q, k, v = (
+            torch.randn(s, args.batch, n, args.head_dim, generator=g).to(device, dtype)
+            for n in (args.heads, args.groups, args.groups)
+        )
         times, outs = {}, {}
         for name, module in modules.items():
             runs = []
-            for i in range(args.warmup + args.iters):
+            for _ in range(args.warmup + args.iters):
                 qq, kk, vv = (t.detach().requires_grad_() for t in (q, k, v))
                 accel.synchronize()
                 t0 = time.perf_counter()
@@ -82,11 +99,13 @@ def main(argv=None) -> int:
                 out.float().square().mean().backward()
                 accel.synchronize()
                 runs.append(time.perf_counter() - t0)
-            times[name] = statistics.median(runs[args.warmup:])
+            times[name] = statistics.median(runs[args.warmup :])
             outs[name] = out.detach().float()
         diff = (outs["unfused"] - outs["sdpa"]).abs().max().item()
-        print(f"{s:>6} {1000 * times['unfused']:>11.2f} {1000 * times['sdpa']:>9.2f} "
-              f"{times['unfused'] / times['sdpa']:>8.2f}x {diff:>9.2e}")
+        print(
+            f"{s:>6} {1000 * times['unfused']:>11.2f} {1000 * times['sdpa']:>9.2f} "
+            f"{times['unfused'] / times['sdpa']:>8.2f}x {diff:>9.2e}"
+        )
     destroy_distributed()
     return 0
 

@@ -129,8 +129,19 @@ def main() -> int:
         t0 = time.monotonic()
         # In a child: a child's peak RSS as the kernel reports it includes what it was forked from, so this process
         # stays small (no torch) and every figure below is the measured command's own.
-        subprocess.run([sys.executable, __file__, "--model", args.model, "--shard-gb", str(args.shard_gb),
-                        "--generate-into", str(hf)], check=True)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--model",
+                args.model,
+                "--shard-gb",
+                str(args.shard_gb),
+                "--generate-into",
+                str(hf),
+            ],
+            check=True,
+        )
         hf_files = tree_files(hf)
         hf_bytes = sum(f.stat().st_size for f in hf_files)
         print(f"generated {hf_bytes / GiB:.2f} GiB in {time.monotonic() - t0:.1f}s", flush=True)
@@ -139,8 +150,20 @@ def main() -> int:
         print(f"cp + fsync of the HF files: {anchor_fwd[0]:.1f}s", flush=True)
         load = os.getloadavg()[0]
         mcore = work / "mcore"
-        fwd = convert(["--model", args.model, "--load-dir", str(hf), "--save-dir", str(mcore), "--tp", str(args.tp),
-                       "--pp", str(args.pp)])  # fmt: skip
+        fwd = convert(
+            [
+                "--model",
+                args.model,
+                "--load-dir",
+                str(hf),
+                "--save-dir",
+                str(mcore),
+                "--tp",
+                str(args.tp),
+                "--pp",
+                str(args.pp),
+            ]
+        )
         mcore_files = tree_files(mcore)
         mcore_bytes = sum(f.stat().st_size for f in mcore_files)
         shutil.rmtree(hf)  # the disk holds two checkpoints at most
@@ -154,8 +177,9 @@ def main() -> int:
         shutil.rmtree(flat)
         print(f"cp + fsync of the rank files: {anchor_back[0]:.1f}s", flush=True)
         back = work / "back"
-        rev = convert(["--model", args.model, "--from", "mcore", "--to", "hf", "--load-dir", str(mcore),
-                       "--save-dir", str(back)])  # fmt: skip
+        rev = convert(
+            ["--model", args.model, "--from", "mcore", "--to", "hf", "--load-dir", str(mcore), "--save-dir", str(back)]
+        )
         back_bytes = sum(f.stat().st_size for f in tree_files(back))
 
         print()

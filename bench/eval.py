@@ -94,8 +94,6 @@ def random_model(recipe_name: str, tokenizer_dir: Path, out: Path) -> Path:
     return out
 
 
-
-
 def our_prompts(task: str, data: Path) -> dict[str, list[str]]:
     eval_set = eval_data.load_eval_set(task, data, SHOTS[task])
     return {s: [prompts.prompt(task, q, eval_set.shots[s]) for q in qs] for s, qs in eval_set.test.items()}
@@ -106,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="qwen25-0.5b", help="qwen25-0.5b (random weights, default) or tiny")
     p.add_argument("--hf-dir", type=Path, help="any HF model directory instead of --model")
     p.add_argument("--workspace", type=Path, help="host workspace (default: $NPUBOX_HOST_WORKSPACE, else ./workspace)")
-    p.add_argument("--lm-eval-python", type=Path, help="python of a venv with lm-eval (default: made once, see bench/lm_eval_harness.py)")
+    p.add_argument(
+        "--lm-eval-python",
+        type=Path,
+        help="python of a venv with lm-eval (default: made once, see bench/lm_eval_harness.py)",
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--tasks", default=",".join(TASKS))
     p.add_argument("--repeats", type=int, default=3, help="runs of each side per task (default: 3)")
@@ -156,13 +158,36 @@ def compare_all(hf_dir: Path, tasks: list[str], args, lm_eval_python: Path, work
     rows = []
     for task in tasks:
         their_out, our_out = work / f"lm-eval-{task}.json", work / f"ours-{task}.json"
-        cfg = {"work": str(lm_work), "hf_dir": str(hf_dir), "batch_size": args.batch_size, "device": "cpu",
-               "tasks": {task: specs[task]}, "out": str(their_out)}  # fmt: skip
-        ours_cmd = [sys.executable, "-m", "llm", "eval", "--task", task, "--data-path", specs[task]["data"], "--hf-dir", str(hf_dir),
-                    "--shots", str(SHOTS[task]), "--batch-size", str(args.batch_size), "--output", str(our_out), "--quiet"]  # fmt: skip
+        cfg = {
+            "work": str(lm_work),
+            "hf_dir": str(hf_dir),
+            "batch_size": args.batch_size,
+            "device": "cpu",
+            "tasks": {task: specs[task]},
+            "out": str(their_out),
+        }
+        ours_cmd = [
+            sys.executable,
+            "-m",
+            "llm",
+            "eval",
+            "--task",
+            task,
+            "--data-path",
+            specs[task]["data"],
+            "--hf-dir",
+            str(hf_dir),
+            "--shots",
+            str(SHOTS[task]),
+            "--batch-size",
+            str(args.batch_size),
+            "--output",
+            str(our_out),
+            "--quiet",
+        ]
         times = {(side, m): [] for side in ("ours", "lm-eval") for m, _ in MEASURES}
         for r in range(args.repeats):
-            for side in (("lm-eval", "ours") if r % 2 == 0 else ("ours", "lm-eval")):
+            for side in ("lm-eval", "ours") if r % 2 == 0 else ("ours", "lm-eval"):
                 if side == "lm-eval":
                     t = harness.runner(lm_eval_python, "run", cfg, env)
                     eval_s = json.loads(their_out.read_text())["eval_s"]
@@ -172,8 +197,11 @@ def compare_all(hf_dir: Path, tasks: list[str], args, lm_eval_python: Path, work
                     eval_s = timing["read_s"] + timing["score_s"]
                 for m, value in zip(("e2e", "e2e_cpu", "eval"), (t.wall_s, t.cpu_s, eval_s)):
                     times[(side, m)].append(value)
-            print(f"  {task} run {r + 1}: lm-eval {times[('lm-eval', 'e2e')][-1]:.1f} s, ours {times[('ours', 'e2e')][-1]:.1f} s",
-                  flush=True)  # fmt: skip
+            print(
+                f"  {task} run {r + 1}: lm-eval {times[('lm-eval', 'e2e')][-1]:.1f} s, "
+                f"ours {times[('ours', 'e2e')][-1]:.1f} s",
+                flush=True,
+            )
         ours = json.loads(our_out.read_text())
         theirs = json.loads(their_out.read_text())["tasks"][task]
         rows.append((task, harness.compare(ours, theirs, our_prompts(task, Path(specs[task]["data"]))), times))
@@ -182,29 +210,44 @@ def compare_all(hf_dir: Path, tasks: list[str], args, lm_eval_python: Path, work
 
 def report(rows: list[tuple], args) -> int:
     print()
-    print(" | ".join(("task", "n", "ours acc", "lm-eval acc", "same answer", "same pred", "same prompt", "max |Δ logL|")))
+    print(
+        " | ".join(("task", "n", "ours acc", "lm-eval acc", "same answer", "same pred", "same prompt", "max |Δ logL|"))
+    )
     ok = True
     for task, c, _ in rows:
-        print(f"{task} | {c.n} | {100 * c.ours_correct / c.n:.2f}% | {100 * c.their_correct / c.n:.2f}% | "
-              f"{c.same_answer}/{c.n} | {c.same_prediction}/{c.n} | {c.same_prompt}/{c.n} | {c.max_delta:.1e}")  # fmt: skip
-        ok &= c.ours_correct == c.their_correct and c.same_answer == c.same_prediction == c.same_prompt == c.n and c.max_delta <= 1e-5
-    print("equal accuracy, answers, predictions and prompts on every task, every log-likelihood within 1e-5" if ok
-          else "MISMATCH between lm-eval and ours")  # fmt: skip
+        print(
+            f"{task} | {c.n} | {100 * c.ours_correct / c.n:.2f}% | {100 * c.their_correct / c.n:.2f}% | "
+            f"{c.same_answer}/{c.n} | {c.same_prediction}/{c.n} | {c.same_prompt}/{c.n} | {c.max_delta:.1e}"
+        )
+        ok &= (
+            c.ours_correct == c.their_correct
+            and c.same_answer == c.same_prediction == c.same_prompt == c.n
+            and c.max_delta <= 1e-5
+        )
+    print(
+        "equal accuracy, answers, predictions and prompts on every task, every log-likelihood within 1e-5"
+        if ok
+        else "MISMATCH between lm-eval and ours"
+    )
 
     print()
     print(BATCH_NOTE.format(b=args.batch_size))
     threads = f"{args.threads} thread(s) each" if args.threads else "torch's default threads"
-    print(f"seconds over {args.repeats} run(s) per side, {threads}, as fastest / median; speedup = lm-eval / ours; "
-          "'all' adds up the tasks run by run")  # fmt: skip
+    print(
+        f"seconds over {args.repeats} run(s) per side, {threads}, as fastest / median; speedup = lm-eval / ours; "
+        "'all' adds up the tasks run by run"
+    )
     print(" | ".join(("task", "measure", "ours", "lm-eval", "speedup")))
     # run r of "all" is run r of every task added up
     total = {key: [sum(vals) for vals in zip(*(t[key] for _, _, t in rows))] for key in rows[0][2]}
     for task, times in [(task, t) for task, _, t in rows] + ([("all", total)] if len(rows) > 1 else []):
         for m, label in MEASURES:
             ours, theirs = times[("ours", m)], times[("lm-eval", m)]
-            print(f"{task} | {label} | {min(ours):.2f} / {statistics.median(ours):.2f} | "
-                  f"{min(theirs):.2f} / {statistics.median(theirs):.2f} | "
-                  f"{min(theirs) / min(ours):.2f}x / {statistics.median(theirs) / statistics.median(ours):.2f}x")  # fmt: skip
+            print(
+                f"{task} | {label} | {min(ours):.2f} / {statistics.median(ours):.2f} | "
+                f"{min(theirs):.2f} / {statistics.median(theirs):.2f} | "
+                f"{min(theirs) / min(ours):.2f}x / {statistics.median(theirs) / statistics.median(ours):.2f}x"
+            )
     return 0 if ok else 1
 
 

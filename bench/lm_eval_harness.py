@@ -64,15 +64,22 @@ def ensure_venv(log=print) -> Path:
         made = subprocess.run([sys.executable, "-m", "venv", str(tmp)], capture_output=True, text=True)
         if made.returncode:
             raise LmEvalUnavailable(f"{tmp}: python -m venv failed: {made.stderr.strip()[-500:]}")
-        site_dir = subprocess.run([str(tmp / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                  capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        site_dir = subprocess.run(
+            [str(tmp / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         base = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
         # An "import" line of a .pth file runs at start-up: addsitedir also reads the base's own .pth files.
         Path(site_dir, "npubox-base.pth").write_text(
             "".join(f"import site; site.addsitedir({p!r})\n" for p in base), encoding="utf-8"
         )
-        pip = subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", LM_EVAL],
-                             capture_output=True, text=True)  # fmt: skip
+        pip = subprocess.run(
+            [str(tmp / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", LM_EVAL],
+            capture_output=True,
+            text=True,
+        )
         if pip.returncode:
             last = (pip.stderr.strip().splitlines() or ["(no message)"])[-1]
             raise LmEvalUnavailable(f"pip install {LM_EVAL} into {tmp} failed: {last}")
@@ -92,8 +99,14 @@ def ensure_venv(log=print) -> Path:
 
 def isolated_env(work: Path, repo: Path) -> dict[str, str]:
     """Both sides: offline, their caches in the work dir, our package importable."""
-    return {**os.environ, "HF_HOME": str(work / "hf-home"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(repo)}  # fmt: skip
+    return {
+        **os.environ,
+        "HF_HOME": str(work / "hf-home"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONPATH": str(repo),
+    }
 
 
 @dataclass(frozen=True)

@@ -52,8 +52,15 @@ def _read_csv(path: Path, header: bool) -> list[dict]:
 
 
 def _mmlu_docs(path: Path, subject: str) -> list[dict]:
-    return [{"question": r["question"], "subject": subject, "choices": [r[x] for x in LETTERS],
-             "answer": LETTERS.index(r["answer"].strip())} for r in _read_csv(path, header=False)]  # fmt: skip
+    return [
+        {
+            "question": r["question"],
+            "subject": subject,
+            "choices": [r[x] for x in LETTERS],
+            "answer": LETTERS.index(r["answer"].strip()),
+        }
+        for r in _read_csv(path, header=False)
+    ]
 
 
 def _ceval_docs(path: Path) -> list[dict]:
@@ -63,31 +70,43 @@ def _ceval_docs(path: Path) -> list[dict]:
 
 def _boolq_docs(path: Path) -> list[dict]:
     docs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [{"question": d["question"], "passage": d["passage"], "idx": i, "label": int(d["answer"])} for i, d in enumerate(docs)]
+    return [
+        {"question": d["question"], "passage": d["passage"], "idx": i, "label": int(d["answer"])}
+        for i, d in enumerate(docs)
+    ]
 
 
 def task_definitions(task: str, data: Path, out: Path, tasks_dir: Path) -> dict[str, str]:
     """Write the local data copies and the YAMLs of one task; returns lm-eval task name -> our subject."""
     if task == "boolq":
-        subjects = {"boolq": {"validation": _jsonl(out / "validation.jsonl", _boolq_docs(data / "dev.jsonl")),
-                              "train": _jsonl(out / "train.jsonl", _boolq_docs(data / "train.jsonl"))}}  # fmt: skip
+        subjects = {
+            "boolq": {
+                "validation": _jsonl(out / "validation.jsonl", _boolq_docs(data / "dev.jsonl")),
+                "train": _jsonl(out / "train.jsonl", _boolq_docs(data / "train.jsonl")),
+            }
+        }
     elif task == "mmlu":
         subjects = {
             p.name[: -len("_test.csv")]: {
                 "test": _jsonl(out / p.name.replace(".csv", ".jsonl"), _mmlu_docs(p, p.name[: -len("_test.csv")])),
-                "dev": _jsonl(out / f"{p.name[: -len('_test.csv')]}_dev.jsonl",
-                              _mmlu_docs(data / "dev" / p.name.replace("_test.csv", "_dev.csv"), p.name[: -len("_test.csv")])),
+                "dev": _jsonl(
+                    out / f"{p.name[: -len('_test.csv')]}_dev.jsonl",
+                    _mmlu_docs(data / "dev" / p.name.replace("_test.csv", "_dev.csv"), p.name[: -len("_test.csv")]),
+                ),
             }
             for p in sorted((data / "test").glob("*_test.csv"))
-        }  # fmt: skip
+        }
     else:
         subjects = {
             p.name[: -len("_val.csv")]: {
                 "val": _jsonl(out / p.name.replace(".csv", ".jsonl"), _ceval_docs(p)),
-                "dev": _jsonl(out / p.name.replace("_val.csv", "_dev.jsonl"), _ceval_docs(data / "dev" / p.name.replace("_val", "_dev"))),
+                "dev": _jsonl(
+                    out / p.name.replace("_val.csv", "_dev.jsonl"),
+                    _ceval_docs(data / "dev" / p.name.replace("_val", "_dev")),
+                ),
             }
             for p in sorted((data / "val").glob("*_val.csv"))
-        }  # fmt: skip
+        }
 
     import lm_eval.tasks
 
@@ -100,8 +119,15 @@ def task_definitions(task: str, data: Path, out: Path, tasks_dir: Path) -> dict[
             sys.exit(f"{included}: lm-eval has no built-in task for {task} subject {subject!r}")
         name = f"npubox-{task}-{subject}"
         # JSON, not YAML syntax, so that no YAML library is needed here; JSON is YAML.
-        config = {"include": str(included), "task": name, "task_alias": subject, "tag": [],
-                  "dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": files}}  # fmt: skip
+        config = {
+            "include": str(included),
+            "task": name,
+            "task_alias": subject,
+            "tag": [],
+            "dataset_path": "json",
+            "dataset_name": None,
+            "dataset_kwargs": {"data_files": files},
+        }
         (tasks_dir / f"{name}.yaml").write_text(json.dumps(config, ensure_ascii=False, indent=1), encoding="utf-8")
         names[name] = subject
     return names
@@ -137,8 +163,15 @@ def run(cfg: dict) -> None:
     for task, spec in cfg["tasks"].items():
         start = time.perf_counter()
         manager = TaskManager(include_path=str(work / "tasks" / task), include_defaults=False)
-        res = lm_eval.simple_evaluate(model=lm, tasks=list(index[task]), num_fewshot=spec["shots"], task_manager=manager,
-                                      batch_size=cfg["batch_size"], device=cfg.get("device", "cpu"), log_samples=True)  # fmt: skip
+        res = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=list(index[task]),
+            num_fewshot=spec["shots"],
+            task_manager=manager,
+            batch_size=cfg["batch_size"],
+            device=cfg.get("device", "cpu"),
+            log_samples=True,
+        )
         out["eval_s"] += time.perf_counter() - start
         subjects = {}
         for name, subject in index[task].items():

@@ -3,7 +3,7 @@
     .venv/bin/python bench/preprocess.py                 # ≥ 50 MB corpus, 2 workers: tokens/s and ratio
     .venv/bin/python bench/preprocess.py --scale 10      # also a 10× larger input: peak RSS of both runs
 
-Anchor (issue 4): raw ``tokenizer.encode_batch`` on the same texts, same thread count, no I/O (texts
+Anchor: raw ``tokenizer.encode_batch`` on the same texts, same thread count, no I/O (texts
 already in memory, ids left in the Encoding objects). Target: ours ≥ 0.8 of it with 2 workers.
 ``encode_batch_fast`` (no offsets; what the pipeline calls) is printed too, as the stricter limit.
 Peak RSS target: the 10× run < 1.5× the 1× run.
@@ -66,8 +66,8 @@ def build_corpus(path: Path, size_mb: float) -> Path:
 def ensure_tokenizer(workdir: Path) -> Path:
     out = workdir / "tokenizer"
     if not (out / "tokenizer.json").exists():
+        from llm.sample.bpe_tokenizer import save_tokenizer, train_tokenizer
         from llm.sample.corpus import stdlib_docstrings
-        from llm.sample.tokenizer import save_tokenizer, train_tokenizer
 
         save_tokenizer(train_tokenizer((d.text for d in stdlib_docstrings()), 2048), out, model_max_length=512)
     return out
@@ -98,8 +98,21 @@ def raw_limit(corpus: Path, tokenizer: Path, workers: int) -> dict:
 def run_ours(corpus: Path, tokenizer: Path, workers: int, workdir: Path) -> dict:
     """`python -m llm preprocess` as a user runs it; wall time of the whole process and its peak RSS."""
     out = workdir / "out" / corpus.stem
-    cmd = [sys.executable, "-m", "llm", "preprocess", "--input", str(corpus), "--tokenizer", str(tokenizer),
-           "--output-prefix", str(out), "--workers", str(workers), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llm",
+        "preprocess",
+        "--input",
+        str(corpus),
+        "--tokenizer",
+        str(tokenizer),
+        "--output-prefix",
+        str(out),
+        "--workers",
+        str(workers),
+        "--quiet",
+    ]
     start = time.perf_counter()
     with tempfile.TemporaryFile() as stdout:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=stdout, stderr=subprocess.PIPE)
@@ -114,8 +127,13 @@ def run_ours(corpus: Path, tokenizer: Path, workers: int, workdir: Path) -> dict
     run_seconds = float(re.search(r"time: ([\d.]+)s", text).group(1))
     for p in out.parent.glob(out.name + "_*"):
         p.unlink()
-    return {"tokens": tokens, "seconds": run_seconds, "wall": seconds, "max_rss_mb": usage.ru_maxrss / 1024,
-            "cpu": usage.ru_utime + usage.ru_stime}
+    return {
+        "tokens": tokens,
+        "seconds": run_seconds,
+        "wall": seconds,
+        "max_rss_mb": usage.ru_maxrss / 1024,
+        "cpu": usage.ru_utime + usage.ru_stime,
+    }
 
 
 def main() -> int:
@@ -140,14 +158,24 @@ def main() -> int:
     # The machine may be shared: alternate the two measurements and keep each one's best round.
     raws, ourses = [], []
     for round_ in range(1, args.repeats + 1):
-        raw = json.loads(subprocess.run([sys.executable, __file__, "--workers", str(args.workers), "--raw",
-                                         str(corpus), str(tokenizer)], check=True, capture_output=True, text=True).stdout)
+        raw = json.loads(
+            subprocess.run(
+                [sys.executable, __file__, "--workers", str(args.workers), "--raw", str(corpus), str(tokenizer)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
         ours = run_ours(corpus, tokenizer, args.workers, args.workdir)
         raws.append(raw)
         ourses.append(ours)
-        print(f"round {round_}: load average {os.getloadavg()[0]:.1f}; ours {ours['tokens'] / ours['seconds']:,.0f} tokens/s; raw encode_batch "
-              f"{raw['encode_batch']['tokens'] / raw['encode_batch']['seconds']:,.0f}, encode_batch_fast "
-              f"{raw['encode_batch_fast']['tokens'] / raw['encode_batch_fast']['seconds']:,.0f} tokens/s")
+        print(
+            f"round {round_}: load average {os.getloadavg()[0]:.1f}; "
+            f"ours {ours['tokens'] / ours['seconds']:,.0f} tokens/s; raw encode_batch "
+            f"{raw['encode_batch']['tokens'] / raw['encode_batch']['seconds']:,.0f}, encode_batch_fast "
+            f"{raw['encode_batch_fast']['tokens'] / raw['encode_batch_fast']['seconds']:,.0f} tokens/s"
+        )
+
     # Each round's ratio pairs two runs close in time; the median round is the figure (the machine may be shared).
     def ratio(raw: dict, ours: dict, name: str) -> float:
         return (ours["tokens"] / ours["seconds"]) / (raw[name]["tokens"] / raw[name]["seconds"])
@@ -156,28 +184,36 @@ def main() -> int:
         for name in ("encode_batch", "encode_batch_fast"):
             assert raw[name]["tokens"] == ourses[0]["tokens"], f"token counts differ: {name} vs ours"
     best = min(ourses, key=lambda r: r["seconds"])
-    print(f"llm preprocess: {best['tokens']:,} tokens; best round {best['tokens'] / best['seconds']:,.0f} tokens/s "
-          f"({best['seconds']:.1f}s from reading to published index, {best['wall']:.1f}s with interpreter start-up); "
-          f"peak RSS {best['max_rss_mb']:.0f} MB")
+    print(
+        f"llm preprocess: {best['tokens']:,} tokens; best round {best['tokens'] / best['seconds']:,.0f} tokens/s "
+        f"({best['seconds']:.1f}s from reading to published index, {best['wall']:.1f}s with interpreter start-up); "
+        f"peak RSS {best['max_rss_mb']:.0f} MB"
+    )
     for name in ("encode_batch", "encode_batch_fast"):
         ratios = sorted(ratio(raw, ours, name) for raw, ours in zip(raws, ourses))
         fastest = min(raw[name]["seconds"] for raw in raws)
-        print(f"ratio ours / raw {name:<17}: median {statistics.median(ratios):.3f} over rounds "
-              f"{', '.join(f'{r:.3f}' for r in ratios)}; best-vs-best {fastest / best['seconds']:.3f}"
-              + ("   (target ≥ 0.8)" if name == "encode_batch" else ""))
+        print(
+            f"ratio ours / raw {name:<17}: median {statistics.median(ratios):.3f} over rounds "
+            f"{', '.join(f'{r:.3f}' for r in ratios)}; best-vs-best {fastest / best['seconds']:.3f}"
+            + ("   (target ≥ 0.8)" if name == "encode_batch" else "")
+        )
     # CPU seconds do not depend much on what else runs on the machine: the work we add, measured alone.
     ours_cpu = min(r["cpu"] for r in ourses)
     for name in ("encode_batch", "encode_batch_fast"):
         raw_cpu = min(raw[name]["cpu"] for raw in raws)
-        print(f"CPU seconds: ours {ours_cpu:.1f} (whole process, start-up included) vs raw {name} {raw_cpu:.1f}: "
-              f"raw/ours = {raw_cpu / ours_cpu:.3f}")
+        print(
+            f"CPU seconds: ours {ours_cpu:.1f} (whole process, start-up included) vs raw {name} {raw_cpu:.1f}: "
+            f"raw/ours = {raw_cpu / ours_cpu:.3f}"
+        )
 
     if args.scale > 1:
         big = build_corpus(args.workdir / f"corpus-{args.size_mb * args.scale:g}mb.jsonl", args.size_mb * args.scale)
         large = run_ours(big, tokenizer, args.workers, args.workdir)
-        print(f"{args.scale}× input ({big.stat().st_size / 1e6:.0f} MB): {large['tokens'] / large['seconds']:,.0f} "
-              f"tokens/s, peak RSS {large['max_rss_mb']:.0f} MB vs {ours['max_rss_mb']:.0f} MB at 1×: "
-              f"ratio {large['max_rss_mb'] / ours['max_rss_mb']:.2f} (target < 1.5)")
+        print(
+            f"{args.scale}× input ({big.stat().st_size / 1e6:.0f} MB): {large['tokens'] / large['seconds']:,.0f} "
+            f"tokens/s, peak RSS {large['max_rss_mb']:.0f} MB vs {ours['max_rss_mb']:.0f} MB at 1×: "
+            f"ratio {large['max_rss_mb'] / ours['max_rss_mb']:.2f} (target < 1.5)"
+        )
     return 0
 
 

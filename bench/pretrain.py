@@ -55,8 +55,9 @@ SIDES = {
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--model", help="recipe; default: tiny on CPU, qwen25-0.5b on an accelerator")
     p.add_argument("--seq-length", type=int, help="default: 128 on CPU, 2048 on an accelerator")
     p.add_argument("--micro-batch-size", type=int, default=4)
@@ -66,8 +67,11 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=2, help="runs of every side")
     p.add_argument("--bf16", action="store_true", help="default: on for an accelerator, off on CPU")
     p.add_argument("--sides", default=",".join(SIDES), help=f"which of {', '.join(SIDES)} to run")
-    p.add_argument("--attention", choices=["sdpa", "unfused"], help="llm pretrain's and bare's core attention; "
-                   "default: the device's (llm.accel)")
+    p.add_argument(
+        "--attention",
+        choices=["sdpa", "unfused"],
+        help="llm pretrain's and bare's core attention; default: the device's (llm.accel)",
+    )
     p.add_argument("--fusions", default="none", help="llm pretrain's and bare's --fusions (llm.fusions)")
     p.add_argument("--work-dir", help="where the dataset and checkpoints go (default: a temporary directory)")
     p.add_argument("--side", choices=[*SIDES, "matmul"], help=argparse.SUPPRESS)  # internal: run one side
@@ -125,11 +129,33 @@ def llm_side(args, accel) -> list[float]:
     work = Path(args.out).parent
     metrics = Path(args.out).with_suffix(".jsonl")
     os.environ["NPUBOX_WORKSPACE"] = str(work)
-    argv = ["pretrain", "--model", args.model, "--data-path", args.data_path, "--seq-length", str(args.seq_length),
-            "--micro-batch-size", str(args.micro_batch_size), "--global-batch-size", str(args.global_batch_size),
-            "--train-iters", str(args.steps), "--save", str(work / f"ckpt-{Path(args.out).stem}"),
-            "--save-interval", str(10 ** 9), "--metrics", str(metrics), "--no-progress",
-            "--bf16" if args.bf16 else "--fp32", "--seed", "42", "--fusions", args.fusions]
+    argv = [
+        "pretrain",
+        "--model",
+        args.model,
+        "--data-path",
+        args.data_path,
+        "--seq-length",
+        str(args.seq_length),
+        "--micro-batch-size",
+        str(args.micro_batch_size),
+        "--global-batch-size",
+        str(args.global_batch_size),
+        "--train-iters",
+        str(args.steps),
+        "--save",
+        str(work / f"ckpt-{Path(args.out).stem}"),
+        "--save-interval",
+        str(10**9),
+        "--metrics",
+        str(metrics),
+        "--no-progress",
+        "--bf16" if args.bf16 else "--fp32",
+        "--seed",
+        "42",
+        "--fusions",
+        args.fusions,
+    ]
     argv += ["--attention", args.attention] if args.attention else []
     if llm_main(argv) != 0:
         raise SystemExit("llm pretrain failed")
@@ -164,33 +190,73 @@ def bare_side(args, accel) -> list[float]:
     fusions = parse_fusions(args.fusions)
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     fields = dict(
-        num_layers=a.num_layers, hidden_size=a.hidden_size, ffn_hidden_size=a.ffn_hidden_size,
-        num_attention_heads=a.num_attention_heads, num_query_groups=a.num_query_groups, kv_channels=a.head_dim,
-        normalization="RMSNorm", layernorm_epsilon=a.norm_epsilon, gated_linear_unit=True, activation_func=F.silu,
-        add_bias_linear=False, add_qkv_bias=a.add_qkv_bias, hidden_dropout=0.0, attention_dropout=0.0,
-        init_method_std=0.01, params_dtype=dtype, pipeline_dtype=dtype, bf16=args.bf16,
-        use_cpu_initialization=accel.kind == "cpu", bias_activation_fusion=False, masked_softmax_fusion=False,
-        persist_layer_norm=False, bias_dropout_fusion=False, apply_rope_fusion=False,
+        num_layers=a.num_layers,
+        hidden_size=a.hidden_size,
+        ffn_hidden_size=a.ffn_hidden_size,
+        num_attention_heads=a.num_attention_heads,
+        num_query_groups=a.num_query_groups,
+        kv_channels=a.head_dim,
+        normalization="RMSNorm",
+        layernorm_epsilon=a.norm_epsilon,
+        gated_linear_unit=True,
+        activation_func=F.silu,
+        add_bias_linear=False,
+        add_qkv_bias=a.add_qkv_bias,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        init_method_std=0.01,
+        params_dtype=dtype,
+        pipeline_dtype=dtype,
+        bf16=args.bf16,
+        use_cpu_initialization=accel.kind == "cpu",
+        bias_activation_fusion=False,
+        masked_softmax_fusion=False,
+        persist_layer_norm=False,
+        bias_dropout_fusion=False,
+        apply_rope_fusion=False,
         gradient_accumulation_fusion=False,
     )
     config = TransformerConfig(**{**fields, **config_overrides(fusions, args.bf16)})
     spec = with_core_attention(get_gpt_layer_local_spec(normalization="RMSNorm"), args.attention or accel.attention)
-    model = GPTModel(config, spec, a.padded_vocab_size(1), args.seq_length,
-                     share_embeddings_and_output_weights=a.tie_embeddings, position_embedding_type="rope",
-                     rotary_base=int(a.rotary_base)).to(dtype)
+    model = GPTModel(
+        config,
+        spec,
+        a.padded_vocab_size(1),
+        args.seq_length,
+        share_embeddings_and_output_weights=a.tie_embeddings,
+        position_embedding_type="rope",
+        rotary_base=int(a.rotary_base),
+    ).to(dtype)
     if "compile" in fusions:
         model.compile()
-    ddp = DistributedDataParallel(config, DistributedDataParallelConfig(
-        grad_reduce_in_fp32=True, use_distributed_optimizer=True), model)
-    optimizer = get_megatron_optimizer(OptimizerConfig(
-        optimizer="adam", lr=1e-4, weight_decay=0.1, adam_beta2=0.95, clip_grad=1.0, bf16=args.bf16,
-        params_dtype=dtype, use_distributed_optimizer=True), [ddp])
+    ddp = DistributedDataParallel(
+        config, DistributedDataParallelConfig(grad_reduce_in_fp32=True, use_distributed_optimizer=True), model
+    )
+    optimizer = get_megatron_optimizer(
+        OptimizerConfig(
+            optimizer="adam",
+            lr=1e-4,
+            weight_decay=0.1,
+            adam_beta2=0.95,
+            clip_grad=1.0,
+            bf16=args.bf16,
+            params_dtype=dtype,
+            use_distributed_optimizer=True,
+        ),
+        [ddp],
+    )
     set_fused_adam(optimizer, "adam" in fusions)
     config.finalize_model_grads_func = finalize_model_grads
     config.grad_scale_func = optimizer.scale_loss
 
-    dataset = build_gpt_dataset(args.data_path, args.seq_length, args.steps * args.global_batch_size, 42,
-                                str(Path(args.data_path).parent / "cache"), a.vocab_size)
+    dataset = build_gpt_dataset(
+        args.data_path,
+        args.seq_length,
+        args.steps * args.global_batch_size,
+        42,
+        str(Path(args.data_path).parent / "cache"),
+        a.vocab_size,
+    )
     mbs, nmb = args.micro_batch_size, args.global_batch_size // args.micro_batch_size
     device = next(model.parameters()).device
     batches = (default_collate([dataset[i] for i in range(k * mbs, (k + 1) * mbs)]) for k in range(args.steps * nmb))
@@ -212,9 +278,15 @@ def bare_side(args, accel) -> list[float]:
         t0 = time.perf_counter()
         ddp.zero_grad_buffer()
         optimizer.zero_grad()
-        losses = forward_backward(forward_step_func=forward_step, data_iterator=batches, model=[ddp],
-                                  num_microbatches=nmb, seq_length=args.seq_length, micro_batch_size=mbs,
-                                  forward_only=False)
+        losses = forward_backward(
+            forward_step_func=forward_step,
+            data_iterator=batches,
+            model=[ddp],
+            num_microbatches=nmb,
+            seq_length=args.seq_length,
+            micro_batch_size=mbs,
+            forward_only=False,
+        )
         optimizer.step()
         _loss = sum(float(d["lm loss"]) for d in losses) / len(losses)
         accel.synchronize()
@@ -247,8 +319,10 @@ def hf_side(args, accel, compiled: bool) -> list[float]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
     mbs, nmb = args.micro_batch_size, args.global_batch_size // args.micro_batch_size
     gen = torch.Generator().manual_seed(0)
-    batches = [torch.randint(0, recipe.architecture.vocab_size, (mbs, args.seq_length), generator=gen).to(device)
-               for _ in range(nmb)]
+    batches = [
+        torch.randint(0, recipe.architecture.vocab_size, (mbs, args.seq_length), generator=gen).to(device)
+        for _ in range(nmb)
+    ]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
     times = []
     for _ in range(args.steps):
@@ -282,7 +356,7 @@ def matmul_side(args, accel) -> float:
         for _ in range(10):
             x @ y
         accel.synchronize()
-        best = max(best, 10 * 2 * n ** 3 / (time.perf_counter() - t0) / 1e12)
+        best = max(best, 10 * 2 * n**3 / (time.perf_counter() - t0) / 1e12)
     return best
 
 
@@ -303,10 +377,28 @@ def run_side(args, accel) -> dict:
 
 def child(args, side: str, work: Path, tag: str) -> dict | None:
     out = work / f"{side}-{tag}.json"
-    cmd = [sys.executable, __file__, "--side", side, "--out", str(out), "--model", args.model,
-           "--data-path", str(args.data_path), "--seq-length", str(args.seq_length),
-           "--micro-batch-size", str(args.micro_batch_size), "--global-batch-size", str(args.global_batch_size),
-           "--steps", str(args.steps), "--fusions", args.fusions] + (["--bf16"] if args.bf16 else [])
+    cmd = [
+        sys.executable,
+        __file__,
+        "--side",
+        side,
+        "--out",
+        str(out),
+        "--model",
+        args.model,
+        "--data-path",
+        str(args.data_path),
+        "--seq-length",
+        str(args.seq_length),
+        "--micro-batch-size",
+        str(args.micro_batch_size),
+        "--global-batch-size",
+        str(args.global_batch_size),
+        "--steps",
+        str(args.steps),
+        "--fusions",
+        args.fusions,
+    ] + (["--bf16"] if args.bf16 else [])
     cmd += ["--attention", args.attention] if args.attention else []
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -352,16 +444,18 @@ def main(argv=None) -> int:
                 if got is None:
                     results[side]["failed"] = True
                     continue
-                results[side]["times"] += got["times"][args.warmup:]
+                results[side]["times"] += got["times"][args.warmup :]
                 results[side]["peak_memory"] = max(results[side]["peak_memory"], got["peak_memory"])
 
     tokens = args.global_batch_size * args.seq_length
     flops = flops_per_step(recipe, args.seq_length, args.global_batch_size)
     peaks = {"datasheet": accel.peak_tflops, "matmul": matmul["tflops"] if matmul else None}
-    print(f"device: {accel.kind} ({accel.device_name}); model {args.model}, seq {args.seq_length}, micro-batch "
-          f"{args.micro_batch_size}, global batch {args.global_batch_size}, {'bf16' if args.bf16 else 'fp32'}; "
-          f"attention {args.attention or accel.attention}, fusions {args.fusions}; "
-          f"median of {args.steps - args.warmup} steps × {args.rounds} round(s) per side")
+    print(
+        f"device: {accel.kind} ({accel.device_name}); model {args.model}, seq {args.seq_length}, micro-batch "
+        f"{args.micro_batch_size}, global batch {args.global_batch_size}, {'bf16' if args.bf16 else 'fp32'}; "
+        f"attention {args.attention or accel.attention}, fusions {args.fusions}; "
+        f"median of {args.steps - args.warmup} steps × {args.rounds} round(s) per side"
+    )
     print("peak: " + ", ".join(f"{k} {v:.0f} TFLOP/s" if v else f"{k} n/a" for k, v in peaks.items()))
     memory = "peak RSS" if accel.kind == "cpu" else "peak mem"
     print(f"{'side':<24}{'step ms':>10}{'tokens/s':>12}{'MFU sheet':>11}{'MFU matmul':>12}{memory + ' GiB':>14}")
@@ -373,8 +467,10 @@ def main(argv=None) -> int:
             continue
         s = medians[side] = statistics.median(times)
         mfu = [f"{100 * flops / s / (p * 1e12):.1f}%" if p else "n/a" for p in peaks.values()]
-        print(f"{SIDES[side]:<24}{1000 * s:>10.1f}{tokens / s:>12,.0f}{mfu[0]:>11}{mfu[1]:>12}"
-              f"{results[side]['peak_memory'] / 2 ** 30:>14.2f}")
+        print(
+            f"{SIDES[side]:<24}{1000 * s:>10.1f}{tokens / s:>12,.0f}{mfu[0]:>11}{mfu[1]:>12}"
+            f"{results[side]['peak_memory'] / 2**30:>14.2f}"
+        )
     if "llm" in medians and "bare" in medians:
         print(f"overhead ratio llm/bare: {medians['llm'] / medians['bare']:.3f}   (target <= 1.05)")
     for other in ("hf", "hf-compiled"):

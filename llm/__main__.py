@@ -12,14 +12,14 @@ import sys
 from llm.errors import NpuboxError
 
 PHASES: dict[str, tuple[str, str]] = {
-    "env": ("llm.envinfo", "print the realized environment; --verify compares it with the image's spec"),
+    "env": ("llm.runtime_report", "print the realized environment; --verify compares it with the image's spec"),
     "sample": ("llm.sample", "make the tiny model's corpus, tokenizer and HF weights locally (no network)"),
     "convert": ("llm.convert", "convert checkpoints: HF safetensors <-> Megatron-core, any TP/PP"),
     "preprocess": ("llm.preprocess", "raw datasets -> Megatron indexed datasets"),
     "pretrain": ("llm.pretrain", "train with megatron-core GPTModel"),
     "launch": ("llm.launch", "multi-process / multi-node launch through torchrun"),
     "eval": ("llm.eval", "MMLU, C-Eval, BoolQ accuracy"),
-    "all": ("llm.pipeline", "sample -> convert -> preprocess -> pretrain -> convert back -> eval"),
+    "all": ("llm.all_phases", "sample -> convert -> preprocess -> pretrain -> convert back -> eval"),
     "recipe": ("llm.recipes.cli", "list recipes, show one, check one against a HF config.json"),
 }
 

@@ -6,8 +6,8 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def _umask() -> int:
@@ -55,11 +55,6 @@ def atomic_path(final: Path | str) -> Iterator[Path]:
 def write_text_atomic(final: Path | str, text: str) -> None:
     with atomic_path(final) as tmp:
         tmp.write_text(text, encoding="utf-8")
-
-
-def write_bytes_atomic(final: Path | str, data: bytes) -> None:
-    with atomic_path(final) as tmp:
-        tmp.write_bytes(data)
 
 
 @contextlib.contextmanager

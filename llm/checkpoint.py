@@ -6,7 +6,8 @@
 
 Each rank file is a ``torch.save``'d dict:
 
-    'model'                 mcore local-spec state dict of this rank's shard
+    'model'                 this rank's shard of the model's state dict: megatron-core's (local spec, flat keys) or
+                            Megatron's legacy model's (nested); llm/convert/layout.py names both
     'checkpoint_version'    3.0
     'iteration'             int
     'args'                  argparse.Namespace (what Megatron's loader reads to know the shape;
@@ -23,8 +24,9 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from llm.atomic import atomic_path, write_text_atomic
 from llm.errors import NpuboxError
@@ -56,7 +58,9 @@ def read_latest(load_dir: Path | str) -> Iteration:
     try:
         text = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        raise NpuboxError(f"{path}: not found; expected a Megatron checkpoint directory holding {TRACKER_FILE}") from None
+        raise NpuboxError(
+            f"{path}: not found; expected a Megatron checkpoint directory holding {TRACKER_FILE}"
+        ) from None
     if text == "release":
         return text
     if not text.isdigit():
@@ -114,7 +118,9 @@ def load_rank(
 
     path = rank_file(load_dir, iteration, tp_rank, pp_rank, pp_size)
     if not path.is_file():
-        raise NpuboxError(f"{path}: not found; expected the rank file of tp rank {tp_rank}, pp rank {pp_rank} of {pp_size}")
+        raise NpuboxError(
+            f"{path}: not found; expected the rank file of tp rank {tp_rank}, pp rank {pp_rank} of {pp_size}"
+        )
     try:
         state = load_weights_only(path, [argparse.Namespace, *safe_globals], map_location=map_location)
     except Exception as e:  # torch raises UnpicklingError / RuntimeError with long messages

@@ -19,9 +19,9 @@ from __future__ import annotations
 import copy
 import inspect
 import pickle
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
-
+from typing import Any
 
 # --- tokenizers ---------------------------------------------------------------------------------
 
@@ -154,8 +154,9 @@ def load_weights_only(path: Path | str, allowed: Iterable = (), map_location: An
     if hasattr(torch.serialization, "safe_globals"):
         with torch.serialization.safe_globals(allowed):
             return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    return torch.load(path, map_location=map_location, weights_only=False, mmap=mmap,
-                      pickle_module=_allowlist_pickle(allowed))  # fmt: skip
+    return torch.load(
+        path, map_location=map_location, weights_only=False, mmap=mmap, pickle_module=_allowlist_pickle(allowed)
+    )
 
 
 # --- Megatron -----------------------------------------------------------------------------------
@@ -181,7 +182,9 @@ def build_gpt_dataset(prefix: str, seq_length: int, num_samples: int, seed: int,
     from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 
     fields = GPTDatasetConfig.__dataclass_fields__
-    kwargs: dict[str, Any] = dict(random_seed=seed, sequence_length=seq_length, split="100,0,0", path_to_cache=cache_dir)
+    kwargs: dict[str, Any] = dict(
+        random_seed=seed, sequence_length=seq_length, split="100,0,0", path_to_cache=cache_dir
+    )
     for name in ("reset_position_ids", "reset_attention_mask", "eod_mask_loss", "create_attention_mask"):
         if name in fields:
             kwargs[name] = False  # documents are already token ids; the causal mask is made in attention
@@ -192,7 +195,9 @@ def build_gpt_dataset(prefix: str, seq_length: int, num_samples: int, seed: int,
         builder = BlendedMegatronDatasetBuilder(GPTDataset, [num_samples, 0, 0], GPTDatasetConfig(**kwargs))
     else:
         kwargs["blend"] = ([prefix], None)
-        builder = BlendedMegatronDatasetBuilder(GPTDataset, [num_samples, 0, 0], lambda: True, GPTDatasetConfig(**kwargs))
+        builder = BlendedMegatronDatasetBuilder(
+            GPTDataset, [num_samples, 0, 0], lambda: True, GPTDatasetConfig(**kwargs)
+        )
     return builder.build()[0]
 
 

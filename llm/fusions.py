@@ -43,8 +43,10 @@ def parse_fusions(text: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip() and n.strip() != "none")
     unknown = [n for n in names if n not in FUSIONS]
     if unknown:
-        raise NpuboxError(f"--fusions {text}: unknown {', '.join(unknown)}; expected a comma-separated list of "
-                          f"{', '.join(FUSIONS)} (or none)")
+        raise NpuboxError(
+            f"--fusions {text}: unknown {', '.join(unknown)}; expected a comma-separated list of "
+            f"{', '.join(FUSIONS)} (or none)"
+        )
     return names
 
 

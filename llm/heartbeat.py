@@ -7,8 +7,9 @@ counter per rank it bumps every ``interval`` seconds, beside the rank's node and
 thread reads all counters; once a counter has not moved for ``timeout`` seconds, every rank silent
 for half that long is lost (a node's ranks die together), and the worker prints which ranks (and on
 which node) and exits with status 1 -- even if its main thread is stuck in a collective. A rank
-that finishes cleanly marks itself done and is never counted as lost. Counters, not timestamps, so clocks of different nodes do not matter. If
-the store itself stops answering, the master node (node 0, which hosts it) is the one lost.
+that finishes cleanly marks itself done and is never counted as lost. Counters, not timestamps, so clocks of
+different nodes do not matter. If the store itself stops answering, the master node (node 0, which hosts it) is
+the one lost.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from datetime import timedelta
 
 EXIT_LOST_PEER = 1
-_ACTIVE: "Heartbeat | None" = None
+_ACTIVE: Heartbeat | None = None
 
 
 class Heartbeat:
@@ -39,8 +40,11 @@ class Heartbeat:
         import torch.distributed as torch_dist
 
         self.store = torch_dist.TCPStore(
-            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
-            timeout=timedelta(seconds=self.timeout), wait_for_workers=False,
+            os.environ["MASTER_ADDR"],
+            int(os.environ["MASTER_PORT"]),
+            is_master=False,
+            timeout=timedelta(seconds=self.timeout),
+            wait_for_workers=False,
         )
         node = os.environ.get("GROUP_RANK", os.environ.get("NODE_RANK", "?"))
         self.store.set(f"{self.prefix}/where/{self.rank}", f"node {node} ({socket.gethostname()})")

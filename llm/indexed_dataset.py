@@ -42,7 +42,7 @@ def check_indexed_dataset(prefix: Path | str) -> IndexedDatasetInfo:
         head = f.read(HEADER_SIZE)
     if len(head) < HEADER_SIZE or head[: len(INDEX_HEADER)] != INDEX_HEADER:
         raise NpuboxError(f"{idx}: not a Megatron index (no MMIDIDX header of {HEADER_SIZE} bytes); {REMEDY}")
-    version, code, n, docs = struct.unpack("<QBQQ", head[len(INDEX_HEADER):])
+    version, code, n, docs = struct.unpack("<QBQQ", head[len(INDEX_HEADER) :])
     if version != 1 or code not in ITEMSIZE:
         raise NpuboxError(f"{idx}: index version {version}, dtype code {code}; expected version 1 and a code in 1..8")
     expected_idx = HEADER_SIZE + 4 * n + 8 * n + 8 * docs

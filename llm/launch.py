@@ -7,7 +7,7 @@
 Processes per node: one per NPU / GPU found (:func:`llm.accel.detect`), or ``--nproc`` (CPU: 1
 unless given). Static multi-node (``--nnodes --node-rank --master-addr --master-port``, as the
 MindSpeed-LLM scripts do) or c10d rendezvous (``--rdzv-endpoint``; any node may start first).
-Exports what the seeds and MindSpeed-LLM scripts export, unless already set: 
+Exports what MindSpeed-LLM's example scripts and guides export, unless already set:
 ``CUDA_DEVICE_MAX_CONNECTIONS=1``, ``HCCL_CONNECT_TIMEOUT``, ``PYTORCH_NPU_ALLOC_CONF``, and with
 ``--socket-ifname`` ``HCCL_SOCKET_IFNAME`` / ``GLOO_SOCKET_IFNAME``; ``--env K=V`` overrides any.
 
@@ -53,15 +53,29 @@ def build_parser() -> argparse.ArgumentParser:
     a("--nnodes", default="1", help="number of nodes (c10d rendezvous also takes MIN:MAX)")
     a("--node-rank", type=int, default=0, help="this node's rank, 0..nnodes-1 (static launch)")
     a("--master-addr", default="127.0.0.1", help="address of node 0 (static launch)")
-    a("--master-port", type=int, help="port on node 0 (default 6000, as seed 004; the mindspeed-llm engine: its "
-      "example script's)")
+    a(
+        "--master-port",
+        type=int,
+        help="port on node 0 (default 6000, as MindSpeed-LLM 2.0.0 "
+        "examples/mcore/qwen25/pretrain_qwen25_7b_32k_ptd.sh; the mindspeed-llm engine: its example script's)",
+    )
     a("--rdzv-endpoint", help="HOST:PORT of a c10d rendezvous; replaces --node-rank/--master-addr")
     a("--rdzv-id", default="npubox", help="job id shared by all nodes of one c10d rendezvous")
     a("--max-restarts", type=int, default=0, help="times torchrun restarts the workers after a failure")
     a("--socket-ifname", help="network interface for HCCL and gloo (exports HCCL_SOCKET_IFNAME, GLOO_SOCKET_IFNAME)")
-    a("--env", action="append", default=[], metavar="K=V", help="set an environment variable for the workers (repeatable)")
-    a("--heartbeat-timeout", type=float, default=30.0,
-      help="seconds without a heartbeat after which a rank counts as lost and the others exit")
+    a(
+        "--env",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="set an environment variable for the workers (repeatable)",
+    )
+    a(
+        "--heartbeat-timeout",
+        type=float,
+        default=30.0,
+        help="seconds without a heartbeat after which a rank counts as lost and the others exit",
+    )
     a("--log-dir", help="torchrun's per-rank log directory (default: output on this terminal)")
     a("--dry-run", action="store_true", help="print the torchrun command and environment, run nothing")
     a("phase", help="the phase each process runs (e.g. pretrain)")
@@ -75,7 +89,10 @@ def plan(ns: argparse.Namespace, devices_found: int, worker: list[str] | None = 
     from llm.__main__ import PHASES
 
     if ns.phase not in PHASES or ns.phase in ("launch", "all"):
-        raise NpuboxError(f"launch: unknown phase {ns.phase!r}; expected one of {', '.join(p for p in PHASES if p not in ('launch', 'all'))}")
+        raise NpuboxError(
+            f"launch: unknown phase {ns.phase!r}; expected one of "
+            f"{', '.join(p for p in PHASES if p not in ('launch', 'all'))}"
+        )
     nproc = ns.nproc or devices_found or 1
     if nproc <= 0:
         raise NpuboxError(f"--nproc {ns.nproc}: expected a positive number of processes")
@@ -88,7 +105,9 @@ def plan(ns: argparse.Namespace, devices_found: int, worker: list[str] | None = 
         try:
             nnodes = int(ns.nnodes)
         except ValueError:
-            raise NpuboxError(f"--nnodes {ns.nnodes!r}: a static launch needs one number (MIN:MAX needs --rdzv-endpoint)") from None
+            raise NpuboxError(
+                f"--nnodes {ns.nnodes!r}: a static launch needs one number (MIN:MAX needs --rdzv-endpoint)"
+            ) from None
         if not 0 <= ns.node_rank < nnodes:
             raise NpuboxError(f"--node-rank {ns.node_rank}: expected 0..{nnodes - 1} for --nnodes {nnodes}")
         port = ns.master_port or DEFAULT_MASTER_PORT
@@ -133,7 +152,13 @@ def main(argv: list[str]) -> int:
         # mcore: each worker runs `llm pretrain` with the same arguments (an --engine mcore included)
     accel = detect()
     launch = plan(ns, accel.device_count)
-    print(" ".join(f"{k}={v}" for k, v in sorted(launch.env.items())), "torchrun", " ".join(launch.torchrun_args), file=sys.stderr, flush=True)
+    print(
+        " ".join(f"{k}={v}" for k, v in sorted(launch.env.items())),
+        "torchrun",
+        " ".join(launch.torchrun_args),
+        file=sys.stderr,
+        flush=True,
+    )
     if ns.dry_run:
         return 0
     os.environ.update(launch.env)
@@ -143,6 +168,10 @@ def main(argv: list[str]) -> int:
     try:
         run(get_args_parser().parse_args(launch.torchrun_args))
     except ChildFailedError as e:
-        print(f"error: launch of `{ns.phase}` failed on node {ns.node_rank}: {failure_summary(e)}", file=sys.stderr, flush=True)
+        print(
+            f"error: launch of `{ns.phase}` failed on node {ns.node_rank}: {failure_summary(e)}",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     return 0

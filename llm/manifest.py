@@ -23,26 +23,28 @@ from __future__ import annotations
 import copy
 import re
 import shlex
-from typing import Sequence
+from collections.abc import Sequence
 
 import yaml
 
 from llm.errors import NpuboxError
+from llm.workspace import DEFAULT_ROOT
 
 TARGETS = ("ascendjob", "pytorchjob", "slurm")
 DEVICE_RESOURCE = "huawei.com/Ascend910"
-WORKSPACE = "/workspace"
+WORKSPACE = DEFAULT_ROOT  # mounted where the phases look for it
 MASTER_PORT = 29500
-NAME_RE = re.compile(r"[^a-z0-9-]+")
+NOT_IN_DNS_LABEL = re.compile(r"[^a-z0-9-]+")
 
 
 def job_name(model: str, phase: str) -> str:
     """A Kubernetes object name (DNS-1123 label) for the run."""
-    return NAME_RE.sub("-", f"npubox-{model}-{phase}".lower()).strip("-")[:63]
+    return NOT_IN_DNS_LABEL.sub("-", f"npubox-{model}-{phase}".lower()).strip("-")[:63]
 
 
-def launch_command(model: str, phase: str, nodes: int, extra_args: Sequence[str],
-                   node_rank: str, master_addr: str, master_port: str) -> str:
+def launch_command(
+    model: str, phase: str, nodes: int, extra_args: Sequence[str], node_rank: str, master_addr: str, master_port: str
+) -> str:
     """The shell line a pod / task runs. ``node_rank`` etc. are shell expressions (e.g. ``"${RANK}"``),
     left unquoted so the shell expands them; everything the user gave is quoted."""
     fixed = ["python", "-m", "llm", "launch", "--nnodes", str(nodes)]
@@ -51,13 +53,25 @@ def launch_command(model: str, phase: str, nodes: int, extra_args: Sequence[str]
     return f"exec {shlex.join(fixed)} {dynamic} {phase_part}"
 
 
-def _pod_template(container: str, image: str, command: str, devices: int, workspace_claim: str, labels: dict,
-                  ascend_env: bool, port: dict | None) -> dict:
+def _pod_template(
+    container: str,
+    image: str,
+    command: str,
+    devices: int,
+    workspace_claim: str,
+    labels: dict,
+    ascend_env: bool,
+    port: dict | None,
+) -> dict:
     env = [{"name": "NPUBOX_WORKSPACE", "value": WORKSPACE}]
     if ascend_env:
         # ascend-docker-runtime mounts the cards the device plugin allocated (named in this annotation).
-        env.append({"name": "ASCEND_VISIBLE_DEVICES",
-                    "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{DEVICE_RESOURCE}']"}}})
+        env.append(
+            {
+                "name": "ASCEND_VISIBLE_DEVICES",
+                "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{DEVICE_RESOURCE}']"}},
+            }
+        )
     spec_container = {
         "name": container,
         "image": image,
@@ -88,13 +102,22 @@ def _replicas(nodes: int, template: dict) -> dict:
     return specs
 
 
-def render_ascendjob(nodes: int, image: str, model: str, phase: str, devices: int, extra_args: Sequence[str],
-                     workspace_claim: str) -> str:
+def render_ascendjob(
+    nodes: int, image: str, model: str, phase: str, devices: int, extra_args: Sequence[str], workspace_claim: str
+) -> str:
     name = job_name(model, phase)
     command = launch_command(model, phase, nodes, extra_args, "${RANK}", "${MASTER_ADDR}", "${MASTER_PORT}")
     labels = {"ring-controller.atlas": "ascend-910b"}
-    template = _pod_template("ascend", image, command, devices, workspace_claim, labels, ascend_env=True,
-                             port={"containerPort": 2222, "name": "ascendjob-port"})
+    template = _pod_template(
+        "ascend",
+        image,
+        command,
+        devices,
+        workspace_claim,
+        labels,
+        ascend_env=True,
+        port={"containerPort": 2222, "name": "ascendjob-port"},
+    )
     doc = {
         "apiVersion": "mindxdl.gitee.com/v1",
         "kind": "AscendJob",
@@ -109,11 +132,14 @@ def render_ascendjob(nodes: int, image: str, model: str, phase: str, devices: in
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def render_pytorchjob(nodes: int, image: str, model: str, phase: str, devices: int, extra_args: Sequence[str],
-                      workspace_claim: str) -> str:
+def render_pytorchjob(
+    nodes: int, image: str, model: str, phase: str, devices: int, extra_args: Sequence[str], workspace_claim: str
+) -> str:
     name = job_name(model, phase)
     command = launch_command(model, phase, nodes, extra_args, "${RANK}", "${MASTER_ADDR}", "${MASTER_PORT}")
-    template = _pod_template("pytorch", image, command, devices, workspace_claim, {"app": name}, ascend_env=False, port=None)
+    template = _pod_template(
+        "pytorch", image, command, devices, workspace_claim, {"app": name}, ascend_env=False, port=None
+    )
     doc = {
         "apiVersion": "kubeflow.org/v1",
         "kind": "PyTorchJob",
@@ -124,21 +150,26 @@ def render_pytorchjob(nodes: int, image: str, model: str, phase: str, devices: i
 
 
 ASCEND_DOCKER_FLAGS = [
-    "--device=/dev/davinci_manager", "--device=/dev/devmm_svm", "--device=/dev/hisi_hdc",
-    "-v=/usr/local/Ascend/driver:/usr/local/Ascend/driver:ro", "-v=/usr/local/dcmi:/usr/local/dcmi:ro",
-    "-v=/usr/local/bin/npu-smi:/usr/local/bin/npu-smi:ro", "-v=/etc/ascend_install.info:/etc/ascend_install.info:ro",
+    "--device=/dev/davinci_manager",
+    "--device=/dev/devmm_svm",
+    "--device=/dev/hisi_hdc",
+    "-v=/usr/local/Ascend/driver:/usr/local/Ascend/driver:ro",
+    "-v=/usr/local/dcmi:/usr/local/dcmi:ro",
+    "-v=/usr/local/bin/npu-smi:/usr/local/bin/npu-smi:ro",
+    "-v=/etc/ascend_install.info:/etc/ascend_install.info:ro",
 ]
 
 
-def render_slurm(nodes: int, image: str, model: str, phase: str, devices: int, extra_args: Sequence[str],
-                 workspace_dir: str) -> str:
+def render_slurm(
+    nodes: int, image: str, model: str, phase: str, devices: int, extra_args: Sequence[str], workspace_dir: str
+) -> str:
     name = job_name(model, phase)
     command = launch_command(model, phase, nodes, extra_args, "${SLURM_NODEID}", "${MASTER_ADDR}", "${MASTER_PORT}")
     device_flags = [f"--device=/dev/davinci{i}" for i in range(devices)] + ASCEND_DOCKER_FLAGS
     lines = [
         "docker run --rm --network host --shm-size 64g --read-only --tmpfs /tmp",
         f'-e HOME=/tmp -e NPUBOX_WORKSPACE={WORKSPACE} -v "$WORKSPACE_DIR":{WORKSPACE}',
-        *(" ".join(device_flags[i:i + 4]) for i in range(0, len(device_flags), 4)),
+        *(" ".join(device_flags[i : i + 4]) for i in range(0, len(device_flags), 4)),
         "-e MASTER_ADDR -e MASTER_PORT -e SLURM_NODEID",
         f'{shlex.quote(image)} /bin/bash -c "$LAUNCH"',
     ]
@@ -187,7 +218,14 @@ def render_manifest(
         raise NpuboxError(f"image {image!r}: expected an image reference such as npubox/cpu:0.1.0-abcdef123456")
     extra = [str(a) for a in extra_args]
     if target == "slurm":
-        return render_slurm(nodes, image, model, phase, devices_per_node, extra,
-                            shlex.quote(workspace) if workspace else '"${SLURM_SUBMIT_DIR}/workspace"')
+        return render_slurm(
+            nodes,
+            image,
+            model,
+            phase,
+            devices_per_node,
+            extra,
+            shlex.quote(workspace) if workspace else '"${SLURM_SUBMIT_DIR}/workspace"',
+        )
     render = render_ascendjob if target == "ascendjob" else render_pytorchjob
     return render(nodes, image, model, phase, devices_per_node, extra, workspace or "npubox-workspace")

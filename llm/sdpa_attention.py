@@ -55,8 +55,9 @@ class SdpaAttention(DotProductAttention):
             scale *= self.layer_number
         self.sdpa_scale = scale
 
-    def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
-                packed_seq_params=None, **_):
+    def forward(
+        self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None, packed_seq_params=None, **_
+    ):
         if packed_seq_params is not None or attention_bias is not None:
             raise NpuboxError(
                 "attention 'sdpa' takes no packed sequences and no attention bias; use attention 'unfused'"

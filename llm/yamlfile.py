@@ -1,19 +1,29 @@
-"""Load a YAML file into a pydantic model with errors that name the file, the field path,
-the bad value and what was expected."""
+"""Load a YAML file (an environment spec, a recipe) into a pydantic model with errors that name the file,
+the field path, the bad value and what was expected; the base of those models and the rule for their names."""
 
 from __future__ import annotations
 
+import re
 import reprlib
 from pathlib import Path
 from typing import TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from llm.errors import NpuboxError
 
 M = TypeVar("M", bound=BaseModel)
 MAX_YAML_BYTES = 256 << 10  # the largest spec or recipe read (today's are under 10 KB); 256 KiB parse in ~2 s
+# The name of a spec or a recipe, which is also its file's stem (envs/<name>.yaml, llm/recipes/<name>.yaml).
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+NAME_RULE = "lowercase letters, digits, '.', '_' and '-'"
+
+
+class Strict(BaseModel):
+    """Every model read from YAML: unknown fields are errors, values are not coerced, instances are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ConfigError(NpuboxError):
@@ -48,8 +58,11 @@ def _short(value: object, limit: int = 80) -> str:
 
     def walk(v: object) -> bool:
         if isinstance(v, dict):
-            return (emit("{") or any((i and emit(", ")) or walk(k) or emit(": ") or walk(x)
-                                     for i, (k, x) in enumerate(v.items())) or emit("}"))
+            return (
+                emit("{")
+                or any((i and emit(", ")) or walk(k) or emit(": ") or walk(x) for i, (k, x) in enumerate(v.items()))
+                or emit("}")
+            )
         if isinstance(v, (list, tuple)):
             opening, closing = "[]" if isinstance(v, list) else "()"
             return emit(opening) or any((i and emit(", ")) or walk(x) for i, x in enumerate(v)) or emit(closing)
@@ -88,7 +101,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise yaml.composer.ComposerError(
-                None, None, "anchors and aliases (&name, *name) are not allowed here; write each value out",
+                None,
+                None,
+                "anchors and aliases (&name, *name) are not allowed here; write each value out",
                 event.start_mark,
             )
         return super().compose_node(parent, index)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time host setup on Debian (as root), idempotent: Docker engine, debootstrap, a running
-# dockerd, and the project's virtual environment (.venv): the host tools plus, for the unit
-# tests, the CPU image's locked stack (envs/cpu.lock). Uses this machine's own apt and pip configuration.
+# dockerd, and the project's virtual environment (.venv): the host tools, the test tools (the `test`
+# extra: pytest, testinfra, ruff) and, for the unit tests, the CPU image's locked stack (envs/cpu.lock).
+# Uses this machine's own apt and pip configuration.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,5 +28,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # The unit tests run the phases on the host against exactly the CPU image's pinned stack.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r envs/cpu.lock
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 echo "setup done: .venv is ready, dockerd is running"

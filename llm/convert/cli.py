@@ -1,4 +1,5 @@
-"""`python -m llm convert`: HF safetensors ⇄ megatron-core checkpoints, and mcore → mcore resharding."""
+"""`python -m llm convert`: HF safetensors ⇄ Megatron checkpoints (megatron-core or legacy layout), and Megatron →
+Megatron resharding (and relayout)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 from llm.atomic import atomic_dir
+from llm.checkpoint import TRACKER_FILE
 from llm.errors import NpuboxError
 from llm.recipes import load_recipe
 from llm.target_lock import lock_target
@@ -24,30 +26,57 @@ DTYPE_ARG = {v: k for k, v in DTYPES.items()}
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m llm convert",
-        description="Convert a model between Hugging Face safetensors and megatron-core checkpoints "
-        "(iter_0000001/mp_rank_TT[_PPP]/model_optim_rng.pt, local-spec keys) with any TP/PP split, "
-        "or reshard a megatron-core checkpoint to another TP/PP. Streams rank by rank; the target "
-        "directory is replaced atomically.",
+        description="Convert a model between Hugging Face safetensors and Megatron checkpoints "
+        "(iter_0000001/mp_rank_TT[_PPP]/model_optim_rng.pt; megatron-core local-spec keys, or with --format legacy "
+        "Megatron's legacy model) with any TP/PP split, or reshard a Megatron checkpoint to another TP/PP. Streams "
+        "rank by rank; the target directory is replaced atomically.",
         epilog="With only --model M: reads <workspace>/models/M/hf and writes "
         "<workspace>/checkpoints/M/hf-tp{T}-pp{P} with the recipe's convert TP/PP.",
     )
     p.add_argument("--model", required=True, help="recipe name (python -m llm recipe list)")
-    p.add_argument("--from", dest="src", choices=("hf", "mcore"), default="hf", help="source format (default: hf)")
+    p.add_argument(
+        "--from",
+        dest="src",
+        choices=("hf", "mcore"),
+        default="hf",
+        help="source format (default: hf; mcore: a Megatron checkpoint of either layout)",
+    )
     p.add_argument("--to", dest="dst", choices=("mcore", "hf"), default="mcore", help="target format (default: mcore)")
+    p.add_argument(
+        "--format",
+        dest="layout",
+        choices=("mcore", "legacy"),
+        default="mcore",
+        help="--to mcore: the Megatron model the checkpoint is for: mcore (megatron-core's GPTModel, local spec; what "
+        "--use-mcore-models trains, default) or legacy (Megatron's legacy GPTModel, megatron/model, which ModelLink "
+        "1.0's scripts train). A Megatron source's layout is found from its keys",
+    )
     p.add_argument("--load-dir", type=Path, help="source directory (default for --from hf: <workspace>/models/M/hf)")
-    p.add_argument("--save-dir", type=Path, help="target directory, replaced whole on success (default: "
-                   "<workspace>/checkpoints/M/hf-tp{T}-pp{P} from hf, <load-dir>-tp{T}-pp{P} from mcore, "
-                   "<load-dir>-hf for --to hf)")
+    p.add_argument(
+        "--save-dir",
+        type=Path,
+        help="target directory, replaced whole on success (default: "
+        "<workspace>/checkpoints/M/hf-tp{T}-pp{P} from hf, <load-dir>-tp{T}-pp{P} from mcore, "
+        "<load-dir>-hf for --to hf)",
+    )
     p.add_argument("--tp", type=int, help="target tensor-parallel size (default: the recipe's convert TP)")
     p.add_argument("--pp", type=int, help="target pipeline-parallel size (default: the recipe's convert PP)")
     p.add_argument("--num-layer-list", help="layers per pipeline stage, comma separated (e.g. 6,8,8,6); default: even")
     p.add_argument("--dtype", choices=tuple(DTYPES), help="target dtype (default: the source's)")
-    p.add_argument("--tokenizer-dir", type=Path, help="--to hf: copy tokenizer files from here "
-                   "(default: <workspace>/models/M/hf when it exists)")
-    p.add_argument("--max-shard-size-mb", type=int, default=2048, help="--to hf: largest safetensors shard (default 2048)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a checkpoint of the same kind already in --save-dir (the new one is written beside it "
-                   "and swapped in only when complete); without it an existing checkpoint is left alone")
+    p.add_argument(
+        "--tokenizer-dir",
+        type=Path,
+        help="--to hf: copy tokenizer files from here (default: <workspace>/models/M/hf when it exists)",
+    )
+    p.add_argument(
+        "--max-shard-size-mb", type=int, default=2048, help="--to hf: largest safetensors shard (default 2048)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a checkpoint of the same kind already in --save-dir (the new one is written beside it "
+        "and swapped in only when complete); without it an existing checkpoint is left alone",
+    )
     return p
 
 
@@ -60,20 +89,12 @@ def parse_layer_list(text: str | None) -> list[int] | None:
         raise NpuboxError(f"--num-layer-list {text!r}: expected comma-separated integers such as 6,8,8,6") from None
 
 
-def check_tp(recipe, tp: int) -> None:
-    a = recipe.architecture
-    for what, value in (("num_attention_heads", a.num_attention_heads), ("num_query_groups", a.num_query_groups),
-                        ("ffn_hidden_size", a.ffn_hidden_size), ("padded vocab size", a.padded_vocab_size(tp))):
-        if tp < 1 or value % tp:
-            raise NpuboxError(f"--tp {tp} does not divide {what} ({value}) of recipe {recipe.name}; choose a divisor of it")
-
-
 KINDS = {"hf": "Hugging Face checkpoint (config.json and *.safetensors)",
          "mcore": "Megatron checkpoint (latest_checkpointed_iteration.txt)"}  # fmt: skip
 
 
 def checkpoint_kind(path: Path) -> str | None:
-    if (path / "latest_checkpointed_iteration.txt").is_file():
+    if (path / TRACKER_FILE).is_file():
         return "mcore"
     weights = any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file()
     if (path / "config.json").is_file() and weights:
@@ -108,7 +129,9 @@ def check_target(save_dir: Path, load_dir: Path) -> None:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise NpuboxError(f"--save-dir {save_dir}: cannot create its parent directory {parent} ({e.strerror})") from None
+        raise NpuboxError(
+            f"--save-dir {save_dir}: cannot create its parent directory {parent} ({e.strerror})"
+        ) from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise NpuboxError(f"--save-dir {save_dir}: directory {parent} is not writable")
 
@@ -133,8 +156,10 @@ def check_existing(save_dir: Path, dst: str, overwrite: bool) -> None:
                 what = f"a trained checkpoint (iteration {trained}, with optimizer state)"
             if not overwrite:
                 lost = ", which replacing it would lose" if trained is not None else ""
-                raise NpuboxError(f"--save-dir {save_dir} already holds {what}{lost}; pass --overwrite to replace it, "
-                                  "or choose another --save-dir")
+                raise NpuboxError(
+                    f"--save-dir {save_dir} already holds {what}{lost}; pass --overwrite to replace it, "
+                    "or choose another --save-dir"
+                )
             print(f"--overwrite: {save_dir} holds {what}; it is replaced once the new one is complete", file=sys.stderr)
 
 
@@ -180,9 +205,14 @@ def main(argv: list[str]) -> int:
         raise NpuboxError("--from mcore needs --load-dir (a directory holding latest_checkpointed_iteration.txt)")
     if args.src == "hf" and args.dst == "hf":
         raise NpuboxError("--from hf --to hf is a copy; choose --to mcore")
+    if args.dst == "hf" and args.layout != "mcore":
+        raise NpuboxError(
+            f"--format {args.layout} names the layout of a Megatron checkpoint to write; --to hf writes "
+            "Hugging Face safetensors (a Megatron source's layout is found from its keys)"
+        )
     load_dir = args.load_dir or ws.hf_dir(recipe.name)
     if args.dst == "mcore" and args.src == "hf":
-        save_dir = args.save_dir or ws.checkpoint_dir(recipe.name, f"hf-tp{tp}-pp{pp}")
+        save_dir = args.save_dir or ws.converted_dir(recipe.name, tp, pp)
     elif args.dst == "mcore":
         save_dir = args.save_dir or load_dir.with_name(f"{load_dir.name}-tp{tp}-pp{pp}")
     else:
@@ -195,7 +225,7 @@ def main(argv: list[str]) -> int:
 
     stages = None
     if args.dst == "mcore":
-        check_tp(recipe, tp)
+        recipe.check_tp(tp)
         stages = checkpoint.layers_per_stage(recipe.architecture.num_layers, pp, layer_list)
     check_target(save_dir, load_dir)
     with lock_target(save_dir, f"--save-dir {save_dir}"):  # what is there cannot change while we look and write
@@ -208,13 +238,23 @@ def main(argv: list[str]) -> int:
             raise
 
 
-def write(args, recipe, ws: Workspace, load_dir: Path, save_dir: Path, tp: int, pp: int, stages: list[int] | None,
-          layer_list: list[int] | None) -> int:
+def write(
+    args,
+    recipe,
+    ws: Workspace,
+    load_dir: Path,
+    save_dir: Path,
+    tp: int,
+    pp: int,
+    stages: list[int] | None,
+    layer_list: list[int] | None,
+) -> int:
     import torch
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from llm.convert.hf import HfSource, write_hf
+    from llm.convert.layout import LAYOUTS
     from llm.convert.mcore import McoreSource, write_mcore
 
     source = HfSource(load_dir, recipe) if args.src == "hf" else McoreSource(load_dir, recipe)
@@ -228,10 +268,11 @@ def write(args, recipe, ws: Workspace, load_dir: Path, save_dir: Path, tp: int, 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress, atomic_dir(save_dir) as tmp:
         if args.dst == "mcore":
-            write_mcore(source, recipe, tmp, tp, stages, dtype, DTYPE_ARG[dtype_name], iteration, layer_list, progress)
+            dtype_arg, layout = DTYPE_ARG[dtype_name], LAYOUTS[args.layout]
+            write_mcore(source, recipe, tmp, tp, stages, dtype, dtype_arg, iteration, layer_list, progress, layout)
         else:
             tokenizer_dir = args.tokenizer_dir or ws.hf_dir(recipe.name)
             write_hf(source, recipe, tmp, dtype, args.max_shard_size_mb * 2**20, tokenizer_dir, progress)
-    what = f"mcore tp{tp} pp{pp}" if args.dst == "mcore" else "HF safetensors"
+    what = f"{args.layout} tp{tp} pp{pp}" if args.dst == "mcore" else "HF safetensors"
     print(f"converted {recipe.name} {args.src} -> {what} ({dtype_name}) in {time.monotonic() - start:.1f}s: {save_dir}")
     return 0

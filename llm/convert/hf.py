@@ -11,8 +11,9 @@ import json
 import math
 import shutil
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from llm.convert.keymap import IGNORED_SUFFIXES, canonical_shape, hf_location, hf_shape, hf_tensors
 from llm.errors import NpuboxError
@@ -24,8 +25,15 @@ if TYPE_CHECKING:
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 # Files of a HF model directory that are not weights and travel with them (tokenizer, remote code).
-TOKENIZER_GLOBS = ("tokenizer*", "vocab*", "merges.txt", "*.tiktoken", "special_tokens_map.json",
-                   "generation_config.json", "*.py")
+TOKENIZER_GLOBS = (
+    "tokenizer*",
+    "vocab*",
+    "merges.txt",
+    "*.tiktoken",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "*.py",
+)
 DTYPE_NAMES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float64"}
 
 
@@ -51,7 +59,9 @@ def shard_map(hf_dir: Path) -> dict[str, str]:
         if missing:
             raise NpuboxError(f"{index} names shard(s) {', '.join(missing)} that are not in {hf_dir}")
         if extra:
-            raise NpuboxError(f"{hf_dir}: shard(s) {', '.join(extra)} are not listed in {INDEX_FILE}; remove them or fix the index")
+            raise NpuboxError(
+                f"{hf_dir}: shard(s) {', '.join(extra)} are not listed in {INDEX_FILE}; remove them or fix the index"
+            )
     elif present == [SINGLE_FILE]:
         weight_map = None
     elif not present:
@@ -88,9 +98,7 @@ class HfSource:
         self.dir, self.recipe = Path(hf_dir), recipe
         problems = disagreements(recipe, read_config(self.dir))
         if problems:
-            raise NpuboxError(
-                f"{self.dir / 'config.json'} disagrees with recipe {recipe.name}: " + "; ".join(problems)
-            )
+            raise NpuboxError(f"{self.dir / 'config.json'} disagrees with recipe {recipe.name}: " + "; ".join(problems))
         self.shard_of = shard_map(self.dir)
         expected = {key: hf_shape(recipe, parts) for key, parts in hf_tensors(recipe)}
         missing = [k for k in expected if k not in self.shard_of]
@@ -99,7 +107,9 @@ class HfSource:
                 f"{self.dir}: {len(missing)} tensor(s) of a {recipe.family} model are missing, e.g. {missing[0]!r}"
             )
         tolerated = {"lm_head.weight"} if recipe.architecture.tie_embeddings else set()
-        extra = [k for k in self.shard_of if k not in expected and k not in tolerated and not k.endswith(IGNORED_SUFFIXES)]
+        extra = [
+            k for k in self.shard_of if k not in expected and k not in tolerated and not k.endswith(IGNORED_SUFFIXES)
+        ]
         if extra:
             raise NpuboxError(
                 f"{self.dir}: {len(extra)} tensor(s) that recipe {recipe.name} does not have, e.g. {extra[0]!r} "
@@ -114,22 +124,33 @@ class HfSource:
                     sl = f.get_slice(key)
                     shape, dtype = tuple(sl.get_shape()), sl.get_dtype()
                     if shape != expected[key]:
-                        raise NpuboxError(f"{self.dir / shard}: tensor {key!r} has shape {list(shape)}, recipe {recipe.name} expects {list(expected[key])}")
+                        raise NpuboxError(
+                            f"{self.dir / shard}: tensor {key!r} has shape {list(shape)}, "
+                            f"recipe {recipe.name} expects {list(expected[key])}"
+                        )
                     if dtype not in DTYPE_NAMES:
-                        raise NpuboxError(f"{self.dir / shard}: tensor {key!r} has dtype {dtype}; expected BF16, F16 or F32")
+                        raise NpuboxError(
+                            f"{self.dir / shard}: tensor {key!r} has dtype {dtype}; expected BF16, F16 or F32"
+                        )
                     dtypes.add(dtype)
         if len(dtypes) != 1:
             raise NpuboxError(f"{self.dir}: tensors mix dtypes {sorted(dtypes)}; expected one floating dtype")
         self.dtype_name = DTYPE_NAMES[dtypes.pop()]
 
     @property
-    def dtype(self) -> "torch.dtype":
+    def dtype(self) -> torch.dtype:
         import torch
 
         return getattr(torch, self.dtype_name)
 
-    def get(self, name: str, rows: slice | None = None, cols: slice | None = None,
-            out: "torch.Tensor | None" = None, dtype: "torch.dtype | None" = None) -> "torch.Tensor":
+    def get(
+        self,
+        name: str,
+        rows: slice | None = None,
+        cols: slice | None = None,
+        out: torch.Tensor | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
         """Rows / columns of canonical tensor ``name``, copied once: into ``out`` when given (any
         strides, same number of elements), else into a new tensor of ``dtype`` (default: as stored)."""
         import torch
@@ -170,8 +191,9 @@ SAFETENSORS_DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32", "f
 CHUNK_BYTES = 64 * 2**20  # rows of a tensor read and written at once
 
 
-def write_safetensors(path: Path, entries: list[tuple[str, list[str]]], recipe, source, dtype: "torch.dtype",
-                      on_tensor=lambda: None) -> int:
+def write_safetensors(
+    path: Path, entries: list[tuple[str, list[str]]], recipe, source, dtype: torch.dtype, on_tensor=lambda: None
+) -> int:
     """Write HF tensors ``entries`` (key, the canonical parts stacked by rows in it) as one safetensors file,
     streaming: the header is known from the shapes, then each tensor's rows follow a chunk at a time, read from
     ``source`` and converted to ``dtype``. Returns the data bytes written. The format: an 8-byte little-endian header
@@ -210,8 +232,9 @@ def write_safetensors(path: Path, entries: list[tuple[str, list[str]]], recipe, 
     return written
 
 
-def write_hf(source, recipe, out_dir: Path, dtype: "torch.dtype", max_shard_bytes: int,
-             tokenizer_dir: Path | None, progress) -> None:
+def write_hf(
+    source, recipe, out_dir: Path, dtype: torch.dtype, max_shard_bytes: int, tokenizer_dir: Path | None, progress
+) -> None:
     """Write ``source``'s model as HF safetensors shards + index + config.json into ``out_dir`` (a fresh
     directory), streaming: a few rows of one tensor in memory at a time."""
     import torch
@@ -221,7 +244,9 @@ def write_hf(source, recipe, out_dir: Path, dtype: "torch.dtype", max_shard_byte
     weight_map, total = {}, 0
     task = progress.add_task("HF shards", total=sum(len(s) for s in shards))
     for name, shard in zip(names, shards):
-        total += write_safetensors(out_dir / name, shard, recipe, source, dtype, on_tensor=lambda: progress.advance(task))
+        total += write_safetensors(
+            out_dir / name, shard, recipe, source, dtype, on_tensor=lambda: progress.advance(task)
+        )
         weight_map.update({key: name for key, _ in shard})
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (out_dir / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")

@@ -35,8 +35,10 @@ def resolve_base(loaded: LoadedSpec, *, pull: bool = True, echo: Echo | None = _
         proc = docker(["pull", ref], echo=echo, check=False, capture=True)
         if proc.returncode == 0:
             return ref
-    how = f"run `invoke base-image --env {loaded.name}` to bootstrap it from Debian packages" if base.bootstrap else (
-        "load it with `docker load` or make the registry reachable"
+    how = (
+        f"run `invoke base-image --env {loaded.name}` to bootstrap it from Debian packages"
+        if base.bootstrap
+        else ("load it with `docker load` or make the registry reachable")
     )
     raise NpuboxError(f"the base image {ref} is not present and could not be pulled; {how}.")
 
@@ -78,9 +80,13 @@ def bootstrap_base(loaded: LoadedSpec, echo: Echo | None = _stderr_echo) -> str:
     if boot is None:
         raise NpuboxError(f"{loaded.path}: field `base.bootstrap` is missing, so the base can only be pulled")
     if shutil.which("debootstrap") is None:
-        raise NpuboxError("debootstrap is not installed: install it (on Debian: `apt-get install debootstrap`) and retry.")
+        raise NpuboxError(
+            "debootstrap is not installed: install it (on Debian: `apt-get install debootstrap`) and retry."
+        )
     if os.geteuid() != 0:
-        raise NpuboxError("bootstrapping a base image runs debootstrap, which needs root: run `invoke base-image` as root.")
+        raise NpuboxError(
+            "bootstrapping a base image runs debootstrap, which needs root: run `invoke base-image` as root."
+        )
     tag = bootstrap_tag(boot)
     with tempfile.TemporaryDirectory(prefix="npubox-base-") as tmp:
         root = Path(tmp) / "root"
@@ -103,11 +109,20 @@ def bootstrap_base(loaded: LoadedSpec, echo: Echo | None = _stderr_echo) -> str:
             if echo:
                 echo(f"tar -C <root> -c . | docker import - {tag}")
             proc = subprocess.run(
-                ["docker", "import", "--change", 'CMD ["/bin/bash"]',
-                 "--change", f"LABEL npubox.base.suite={boot.suite} npubox.base.packages={','.join(boot.packages)}",
-                 "-", tag],
-                stdin=tar.stdout, capture_output=True, text=True,
-            )  # fmt: skip
+                [
+                    "docker",
+                    "import",
+                    "--change",
+                    'CMD ["/bin/bash"]',
+                    "--change",
+                    f"LABEL npubox.base.suite={boot.suite} npubox.base.packages={','.join(boot.packages)}",
+                    "-",
+                    tag,
+                ],
+                stdin=tar.stdout,
+                capture_output=True,
+                text=True,
+            )
         finally:
             tar.stdout.close()
             tar.wait()

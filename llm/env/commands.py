@@ -49,7 +49,9 @@ def list_models() -> list[tuple[str, str, str, str]]:
     for name in recipe_names():
         r = load_recipe(name)
         a = r.architecture
-        shape = f"{a.num_layers}L h{a.hidden_size} ffn{a.ffn_hidden_size} heads{a.num_attention_heads}/{a.num_query_groups}"
+        shape = (
+            f"{a.num_layers}L h{a.hidden_size} ffn{a.ffn_hidden_size} heads{a.num_attention_heads}/{a.num_query_groups}"
+        )
         pre = r.defaults("pretrain")
         rows.append((name, r.family, shape, f"TP{pre.tp} PP{pre.pp}"))
     return rows
@@ -61,25 +63,42 @@ def base_image(env: str, force_bootstrap: bool = False, twin: str | None = None)
     return ensure_base(loaded, force_bootstrap=force_bootstrap)
 
 
-def lock(env: str, wheelhouse: list[str], *, arch: str | None = None, source_cache: str | None = None,
-         twin: str | None = None) -> list[Path]:
+def lock(
+    env: str,
+    wheelhouse: list[str],
+    *,
+    arch: str | None = None,
+    source_cache: str | None = None,
+    twin: str | None = None,
+) -> list[Path]:
     """`invoke lock`: resolve the spec's (or its twin's) lock for ``arch`` ("all": every architecture it lists)."""
     from llm.env.lock import write_locks
 
     loaded = load_spec(env)
     arches = list(loaded.spec.arch) if arch in (None, "all") else [a.strip() for a in arch.split(",")]
-    return write_locks(loaded, Site([Path(w) for w in wheelhouse]), arches, Path(source_cache) if source_cache else None,
-                       twin=twin)
+    return write_locks(
+        loaded, Site([Path(w) for w in wheelhouse]), arches, Path(source_cache) if source_cache else None, twin=twin
+    )
 
 
-def build(env: str, wheelhouse: list[str], *, vendor: str | None = None, source_cache: str | None = None,
-          dry_run: bool = False, twin: str | None = None, arch: str | None = None):
+def build(
+    env: str,
+    wheelhouse: list[str],
+    *,
+    vendor: str | None = None,
+    source_cache: str | None = None,
+    dry_run: bool = False,
+    twin: str | None = None,
+    arch: str | None = None,
+):
     """Build the env's (or its twin's) image, or with dry_run return its BuildPlan without building."""
     from llm.env.plan import BuildInputs, make_plan
 
     loaded = resolve(env, twin, arch)
     site = Site([Path(w) for w in wheelhouse])
-    inputs = BuildInputs(vendor=Path(vendor) if vendor else None, source_cache=Path(source_cache) if source_cache else None)
+    inputs = BuildInputs(
+        vendor=Path(vendor) if vendor else None, source_cache=Path(source_cache) if source_cache else None
+    )
     plan = make_plan(loaded, site, inputs)
     if dry_run:
         return plan
@@ -104,7 +123,9 @@ def validate_run_request(env: str, model: str, phase: str, twin: str | None = No
     if model:
         load_recipe(model)
         if model not in loaded.spec.models:
-            raise NpuboxError(f"model {model!r} is not supported by env {env!r}; its models: {', '.join(loaded.spec.models)}")
+            raise NpuboxError(
+                f"model {model!r} is not supported by env {env!r}; its models: {', '.join(loaded.spec.models)}"
+            )
     return loaded
 
 
@@ -115,15 +136,28 @@ def check_request(workspace: Path, name: str | None) -> None:
         container.check_container_name(name)
 
 
-def run_options(loaded: LoadedSpec, workspace: Path, *, image: str | None = None, network: str = "none",
-                devices: str | None = None, name: str | None = None) -> container.RunOptions:
+def run_options(
+    loaded: LoadedSpec,
+    workspace: Path,
+    *,
+    image: str | None = None,
+    network: str = "none",
+    devices: str | None = None,
+    name: str | None = None,
+) -> container.RunOptions:
     flags, environment = device_flags(loaded, devices)  # first: "this host has no NPUs" beats "image not built"
     tag = container.require_image(loaded, image)
     ws = container.prepare_workspace(workspace)
     return container.RunOptions(
-        image=tag, workspace=ws, env_name=loaded.name, shm_size=loaded.spec.shm_size, network=network,
-        device_flags=tuple(flags), environment=environment, name=name,
-    )  # fmt: skip
+        image=tag,
+        workspace=ws,
+        env_name=loaded.name,
+        shm_size=loaded.spec.shm_size,
+        network=network,
+        device_flags=tuple(flags),
+        environment=environment,
+        name=name,
+    )
 
 
 @dataclass(frozen=True)
@@ -137,8 +171,16 @@ class Launch:
     nproc: int | None = None
 
     def argv(self) -> list[str]:
-        out = ["--nnodes", str(self.nnodes), "--node-rank", str(self.node_rank),
-               "--master-addr", self.master_addr, "--master-port", str(self.master_port)]  # fmt: skip
+        out = [
+            "--nnodes",
+            str(self.nnodes),
+            "--node-rank",
+            str(self.node_rank),
+            "--master-addr",
+            self.master_addr,
+            "--master-port",
+            str(self.master_port),
+        ]
         return out + (["--nproc", str(self.nproc)] if self.nproc else [])
 
 
@@ -152,13 +194,25 @@ def phase_command(model: str, phase: str, extra: list[str], launch: Launch | Non
     return command + extra
 
 
-def run_phase(env: str, model: str, phase: str, extra: list[str], workspace: Path, *, image: str | None = None,
-              devices: str | None = None, launch: Launch | None = None, name: str | None = None,
-              twin: str | None = None) -> int:
+def run_phase(
+    env: str,
+    model: str,
+    phase: str,
+    extra: list[str],
+    workspace: Path,
+    *,
+    image: str | None = None,
+    devices: str | None = None,
+    launch: Launch | None = None,
+    name: str | None = None,
+    twin: str | None = None,
+) -> int:
     """Run one phase in a sealed one-off container. Multi-node runs need the host network; nothing else changes."""
     loaded = validate_run_request(env, model, phase, twin)
     if launch is not None and not (0 <= launch.node_rank < launch.nnodes):
-        raise NpuboxError(f"--node-rank {launch.node_rank}: expected 0..{launch.nnodes - 1} for --nnodes {launch.nnodes}")
+        raise NpuboxError(
+            f"--node-rank {launch.node_rank}: expected 0..{launch.nnodes - 1} for --nnodes {launch.nnodes}"
+        )
     check_request(workspace, name)
     ensure_daemon()
     network = "host" if launch is not None and launch.nnodes > 1 else "none"
@@ -166,8 +220,16 @@ def run_phase(env: str, model: str, phase: str, extra: list[str], workspace: Pat
     return container.run(opts, phase_command(model, phase, extra, launch))
 
 
-def manifest(env: str, target: str, nodes: int, model: str, phase: str, devices_per_node: int | None,
-             extra: list[str], workspace: str | None = None) -> str:
+def manifest(
+    env: str,
+    target: str,
+    nodes: int,
+    model: str,
+    phase: str,
+    devices_per_node: int | None,
+    extra: list[str],
+    workspace: str | None = None,
+) -> str:
     from llm.manifest import render_manifest
 
     loaded = validate_run_request(env, model, phase)
@@ -176,8 +238,15 @@ def manifest(env: str, target: str, nodes: int, model: str, phase: str, devices_
     return render_manifest(target, nodes, loaded.tag, model, phase, devices_per_node, extra, workspace)
 
 
-def up(env: str, workspace: Path, *, image: str | None = None, devices: str | None = None,
-       name: str | None = None, twin: str | None = None) -> str:
+def up(
+    env: str,
+    workspace: Path,
+    *,
+    image: str | None = None,
+    devices: str | None = None,
+    name: str | None = None,
+    twin: str | None = None,
+) -> str:
     loaded = resolve(env, twin)
     check_request(workspace, name)
     ensure_daemon()
@@ -202,16 +271,32 @@ def shell(env: str, name: str | None = None) -> int:
 
 def ps() -> str:
     ensure_daemon()
-    proc = docker(["ps", "--all", "--filter", f"label={container.MANAGED_LABEL}=true", "--format",
-                   "table {{.Names}}\t{{.Image}}\t{{.Status}}\t{{.Label \"npubox.env\"}}"], capture=True)  # fmt: skip
+    proc = docker(
+        [
+            "ps",
+            "--all",
+            "--filter",
+            f"label={container.MANAGED_LABEL}=true",
+            "--format",
+            'table {{.Names}}\t{{.Image}}\t{{.Status}}\t{{.Label "npubox.env"}}',
+        ],
+        capture=True,
+    )
     return proc.stdout
 
 
-def check(env: str, *, image: str | None = None, workspace: Path | None = None, extra: list[str] = (),
-          twin: str | None = None) -> int:
+def check(
+    env: str, *, image: str | None = None, workspace: Path | None = None, extra: list[str] = (), twin: str | None = None
+) -> int:
     """Run tests/infra (testinfra) against a fresh sealed container of the env (or its twin)."""
+    import importlib.util
     import tempfile
 
+    if importlib.util.find_spec("testinfra") is None:
+        raise NpuboxError(
+            "`invoke check` runs testinfra, which is not installed: install the test tools with "
+            "`pip install -e '.[test]'` (scripts/setup.sh does) and retry"
+        )
     loaded = resolve(env, twin)
     ensure_daemon()
     name = f"npubox-check-{loaded.name}-{os.getpid()}"
@@ -219,17 +304,28 @@ def check(env: str, *, image: str | None = None, workspace: Path | None = None, 
         ws = Path(workspace) if workspace else Path(tmp) / "workspace"
         container.up(run_options(loaded, ws, image=image, name=name))
         try:
-            cmd = [sys.executable, "-m", "pytest", str(REPO_ROOT / "tests" / "infra"), f"--hosts=docker://{name}",
-                   f"--npubox-env={env}", *([f"--npubox-twin={twin}"] if twin else []), "-p", "no:cacheprovider",
-                   "-q", *extra]  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "pytest",
+                str(REPO_ROOT / "tests" / "infra"),
+                f"--hosts=docker://{name}",
+                f"--npubox-env={env}",
+                *([f"--npubox-twin={twin}"] if twin else []),
+                "-p",
+                "no:cacheprovider",
+                "-q",
+                *extra,
+            ]
             _stderr_echo(shlex.join(cmd))
             return subprocess.run(cmd, cwd=REPO_ROOT).returncode
         finally:
             container.down(name)
 
 
-def export_image(env: str, output: Path, *, image: str | None = None,
-                 twin: str | None = None) -> tuple[Path, Path, transfer.Manifest]:
+def export_image(
+    env: str, output: Path, *, image: str | None = None, twin: str | None = None
+) -> tuple[Path, Path, transfer.Manifest]:
     """`invoke export-image`: the env's image archive, its manifest file and content, for an air-gapped host."""
     loaded = resolve(env, twin)
     ensure_daemon()

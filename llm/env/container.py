@@ -16,9 +16,10 @@ from pathlib import Path
 from llm.env.engine import Echo, _stderr_echo, docker, image_exists
 from llm.env.spec import LoadedSpec
 from llm.errors import NpuboxError
+from llm.workspace import DEFAULT_ROOT, SUBDIRS
 
 IMAGE_UID = 1000  # the image's `npubox` user (containers/Dockerfile)
-WORKSPACE_MOUNT = "/workspace"
+WORKSPACE_MOUNT = DEFAULT_ROOT  # where the phases inside look for the workspace
 MANAGED_LABEL = "npubox.managed"
 
 
@@ -53,13 +54,44 @@ def workspace_user(workspace: Path, uid: int | None = None, gid: int | None = No
 # Never a workspace: the filesystem root and the system's own folders, nor anything inside the
 # folders that hold the system itself. Everything below /home, /tmp, /var, /srv, /opt, /mnt ...
 # (a project folder) may be one, and so may a folder inside the invoker's home.
-SYSTEM_FOLDERS = frozenset({
-    "/", "/home", "/root", "/tmp", "/var", "/var/tmp", "/var/lib", "/var/log", "/var/cache", "/var/spool",
-    "/srv", "/opt", "/mnt", "/media", "/snap", "/nix",
-})  # fmt: skip
-SYSTEM_TREES = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/dev", "/proc",
-                "/sys", "/run", "/var/run", "/var/lib/docker", "/var/lib/containerd")  # fmt: skip
-SKELETON = ("models", "data", "checkpoints", "eval", "logs")
+SYSTEM_FOLDERS = frozenset(
+    {
+        "/",
+        "/home",
+        "/root",
+        "/tmp",
+        "/var",
+        "/var/tmp",
+        "/var/lib",
+        "/var/log",
+        "/var/cache",
+        "/var/spool",
+        "/srv",
+        "/opt",
+        "/mnt",
+        "/media",
+        "/snap",
+        "/nix",
+    }
+)
+SYSTEM_TREES = (
+    "/etc",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/boot",
+    "/dev",
+    "/proc",
+    "/sys",
+    "/run",
+    "/var/run",
+    "/var/lib/docker",
+    "/var/lib/containerd",
+)
 # The engine reads `--mount` as comma-separated key=value fields (CSV): these would start a new field.
 MOUNT_UNSAFE = re.compile(r'[,="\x00-\x1f\x7f]')
 
@@ -113,7 +145,7 @@ def prepare_workspace(path: Path, uid: int | None = None) -> Path:
                 f"the user who should own the files (`chown USER {resolved}`, or `chown {IMAGE_UID}:{IMAGE_UID}` for "
                 "the image's npubox user) or name a folder that does not exist yet, which npubox creates for that user"
             )
-        for sub in SKELETON:
+        for sub in SUBDIRS:
             if not (resolved / sub).exists():
                 created.append(_make_dir(resolved, sub))
         if uid == 0:  # root made them: they go to whoever the container runs as
@@ -146,18 +178,28 @@ def sealed_flags(opts: RunOptions) -> list[str]:
     _refuse_system_folder(opts.workspace, opts.workspace)  # also for callers that did not prepare it
     uid, gid = opts.user or workspace_user(opts.workspace)
     flags = [
-        "--network", opts.network,
+        "--network",
+        opts.network,
         "--read-only",
-        "--tmpfs", "/tmp:rw,exec,nosuid,nodev,size=4g",
-        "--mount", f"type=bind,source={opts.workspace},target={WORKSPACE_MOUNT}",
-        "--workdir", WORKSPACE_MOUNT,
-        "--user", f"{uid}:{gid}",
-        "--security-opt", "no-new-privileges",
-        "--cap-drop", "ALL",
-        "--shm-size", opts.shm_size,
-        "--label", f"{MANAGED_LABEL}=true",
-        "--label", f"npubox.env={opts.env_name}",
-    ]  # fmt: skip
+        "--tmpfs",
+        "/tmp:rw,exec,nosuid,nodev,size=4g",
+        "--mount",
+        f"type=bind,source={opts.workspace},target={WORKSPACE_MOUNT}",
+        "--workdir",
+        WORKSPACE_MOUNT,
+        "--user",
+        f"{uid}:{gid}",
+        "--security-opt",
+        "no-new-privileges",
+        "--cap-drop",
+        "ALL",
+        "--shm-size",
+        opts.shm_size,
+        "--label",
+        f"{MANAGED_LABEL}=true",
+        "--label",
+        f"npubox.env={opts.env_name}",
+    ]
     if opts.name:
         flags += ["--name", opts.name]
     flags += list(opts.device_flags)
@@ -180,9 +222,28 @@ def require_image(loaded: LoadedSpec, image: str | None = None) -> str:
             f"--image {image} is not present in the local Docker engine: pull it (`docker pull {image}`) or load it "
             "(`docker load -i FILE.tar`, or `invoke import-image --archive FILE.tar` for one written by export-image)"
         )
-    probe = docker(["run", "--rm", "--network", "none", "--read-only", "--cap-drop", "ALL", "--security-opt",
-                    "no-new-privileges", "--user", f"{IMAGE_UID}:{IMAGE_UID}", "--entrypoint", "python", image,
-                    "-c", "import llm"], check=False, capture=True)  # fmt: skip
+    probe = docker(
+        [
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--user",
+            f"{IMAGE_UID}:{IMAGE_UID}",
+            "--entrypoint",
+            "python",
+            image,
+            "-c",
+            "import llm",
+        ],
+        check=False,
+        capture=True,
+    )
     if probe.returncode != 0:
         lines = [ln for ln in probe.stderr.splitlines() if ln.strip() and not ln.startswith("Run 'docker run --help'")]
         why = lines[-1].split("exec: ")[-1].removesuffix(": unknown") if lines else f"exit {probe.returncode}"
@@ -235,8 +296,11 @@ def up(opts: RunOptions, echo: Echo | None = _stderr_echo) -> str:
             f"(`invoke down --name {name}`)"
         )
     named = dataclasses.replace(opts, name=name)
-    docker(["run", "--detach", "--init", *sealed_flags(named), opts.image, "sleep", "infinity"], echo=echo,
-           what=f"starting container {name}")  # fmt: skip
+    docker(
+        ["run", "--detach", "--init", *sealed_flags(named), opts.image, "sleep", "infinity"],
+        echo=echo,
+        what=f"starting container {name}",
+    )
     return name
 
 

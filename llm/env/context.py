@@ -57,7 +57,9 @@ def render_dockerfile(loaded: LoadedSpec, cann_env: dict[str, str] | None = None
     `env:` and PYTHONPATH) at its marker line."""
     lines = [env_line(k, v, "CANN set_env.sh") for k, v in sorted((cann_env or {}).items())]
     lines += [env_line(k, v, str(loaded.path)) for k, v in sorted(loaded.spec.env.items())]
-    paths = ["/opt/npubox/src"] + [f"/opt/npubox/sources/{s.name}" for s in loaded.spec.sources if s.install == "pythonpath"]
+    paths = ["/opt/npubox/src"] + [
+        f"/opt/npubox/sources/{s.name}" for s in loaded.spec.sources if s.install == "pythonpath"
+    ]
     tail = ":$PYTHONPATH" if cann_env and "PYTHONPATH" in cann_env else ""
     lines.append(f"ENV PYTHONPATH={':'.join(paths)}{tail}")
     text = DOCKERFILE.read_text()
@@ -86,9 +88,22 @@ def fetch_wheels(loaded: LoadedSpec, plan: BuildPlan, echo: Echo | None = _stder
     cache.mkdir(parents=True, exist_ok=True)
     lock_file = cache / f".{loaded.name}.lock"
     lock_file.write_text(loaded.lock_text())
-    common = ["download", "--no-deps", "--require-hashes", "--prefer-binary", "--dest", str(cache),
-              "--python-version", loaded.spec.python, "--implementation", "cp", "--progress-bar", "off",
-              "-r", str(lock_file)]  # fmt: skip
+    common = [
+        "download",
+        "--no-deps",
+        "--require-hashes",
+        "--prefer-binary",
+        "--dest",
+        str(cache),
+        "--python-version",
+        loaded.spec.python,
+        "--implementation",
+        "cp",
+        "--progress-bar",
+        "off",
+        "-r",
+        str(lock_file),
+    ]
     glibc = GLIBC_BOOKWORM if loaded.spec.base.bootstrap else GLIBC[1]  # bookworm, else a CANN (Ubuntu 22.04) image
     for plat in pip_platforms(loaded.arch, glibc):
         common += ["--platform", plat]
@@ -108,8 +123,10 @@ def fetch_wheels(loaded: LoadedSpec, plan: BuildPlan, echo: Echo | None = _stder
     have = {h.removeprefix("sha256:") for h in found}
     absent = [e.name for e in loaded.lock if not have & {h.removeprefix("sha256:") for h in e.hashes}]
     if absent:
-        raise NpuboxError(f"no file for {', '.join(absent)} of {loaded.lock_path.name} in {cache} after pip download; "
-                          "delete the cache folder and retry")  # fmt: skip
+        raise NpuboxError(
+            f"no file for {', '.join(absent)} of {loaded.lock_path.name} in {cache} after pip download; "
+            "delete the cache folder and retry"
+        )
     return list(found.values())
 
 
@@ -149,9 +166,13 @@ def assemble(plan: BuildPlan, base_ref: str, files: list[Path], echo: Echo | Non
     (ctx / "spec.json").write_text(json.dumps(baked_spec(loaded), indent=2, sort_keys=True) + "\n")
     shutil.copytree(LLM_DIR, ctx / "llm", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (ctx / "Dockerfile").write_text(render_dockerfile(loaded))
-    build_args = {"BASE_IMAGE": base_ref, "PYTHON_VERSION": loaded.spec.python, "CANN_MODE": plan.cann_mode,
-                  "CANN_VERSION": loaded.spec.cann.version if loaded.spec.cann else "",
-                  "CANN_SET_ENV": " ".join(loaded.spec.cann.set_env) if loaded.spec.cann else ""}  # fmt: skip
+    build_args = {
+        "BASE_IMAGE": base_ref,
+        "PYTHON_VERSION": loaded.spec.python,
+        "CANN_MODE": plan.cann_mode,
+        "CANN_VERSION": loaded.spec.cann.version if loaded.spec.cann else "",
+        "CANN_SET_ENV": " ".join(loaded.spec.cann.set_env) if loaded.spec.cann else "",
+    }
     return BuildContext(ctx, build_args)
 
 

@@ -22,13 +22,13 @@ import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from llm.env.spec import LoadedSpec
-from llm.envinfo import read_version_info
 from llm.errors import NpuboxError
+from llm.runtime_report import read_version_info
 
 MANAGER_DEVICES = ("davinci_manager", "devmm_svm", "hisi_hdc")
 DRIVER_PATHS = ("usr/local/Ascend/driver", "usr/local/dcmi", "usr/local/bin/npu-smi", "etc/ascend_install.info")
@@ -214,8 +214,11 @@ def parse_npu_smi_info(text: str) -> NpuSmiInfo:
                 chips.append(NpuSmiChip(npu, int(first[0]), name, health, bus, device))
         elif section == "processes" and len(first) >= 2 and len(cells) >= 3:
             memory = cells[3].split()[0] if len(cells) > 3 and cells[3] else ""
-            processes.append(NpuSmiProcess(int(first[0]), int(first[1]), int(cells[1]), cells[2],
-                                           int(memory) if memory.isdigit() else None))  # fmt: skip
+            processes.append(
+                NpuSmiProcess(
+                    int(first[0]), int(first[1]), int(cells[1]), cells[2], int(memory) if memory.isdigit() else None
+                )
+            )
     if not chips:
         raise ValueError("no chip rows found in its output")
     return NpuSmiInfo(version, chips, processes)
@@ -232,16 +235,19 @@ def parse_selection(devices: str, found: list[int], kind: str = "card") -> list[
         part = part.strip()
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
         if not m:
-            raise NpuboxError(f"--devices {devices!r}: {part!r} is not a number or a range such as 0-3; "
-                              f"expected a list like 0-3,6")  # fmt: skip
+            raise NpuboxError(
+                f"--devices {devices!r}: {part!r} is not a number or a range such as 0-3; expected a list like 0-3,6"
+            )
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         if hi < lo:
             raise NpuboxError(f"--devices {devices!r}: the range {part!r} runs backwards; write {hi}-{lo}")
         chosen += [i for i in range(lo, hi + 1) if i not in chosen]
     unknown = [i for i in chosen if i not in found]
     if unknown:
-        raise NpuboxError(f"--devices {devices!r}: {kind} {', '.join(map(str, unknown))} not found on this host; "
-                          f"found: {', '.join(map(str, found)) or 'none'}")  # fmt: skip
+        raise NpuboxError(
+            f"--devices {devices!r}: {kind} {', '.join(map(str, unknown))} not found on this host; "
+            f"found: {', '.join(map(str, found)) or 'none'}"
+        )
     return sorted(chosen)
 
 
@@ -270,18 +276,24 @@ def version_older(version: str, minimum: str) -> bool:
 
 def ascend_flags(loaded: LoadedSpec, host: AscendHost, devices: str | None) -> tuple[list[str], dict[str, str]]:
     if not host.cards:
-        raise NpuboxError(f"env {loaded.name!r} needs Ascend NPUs, and this host has none "
-                          f"(no /dev/davinci<N> character devices under {host.root / 'dev'}).")  # fmt: skip
+        raise NpuboxError(
+            f"env {loaded.name!r} needs Ascend NPUs, and this host has none "
+            f"(no /dev/davinci<N> character devices under {host.root / 'dev'})."
+        )
     minimum = loaded.spec.cann.min_driver if loaded.spec.cann else None
     if minimum:
         where = host.root / DRIVER_VERSION_FILE
         if host.driver_version is None:
-            raise NpuboxError(f"env {loaded.name!r} needs NPU driver {minimum} or newer, and {where} does not say "
-                              f"which driver this host has (no `Version=` line); install the driver")  # fmt: skip
+            raise NpuboxError(
+                f"env {loaded.name!r} needs NPU driver {minimum} or newer, and {where} does not say "
+                f"which driver this host has (no `Version=` line); install the driver"
+            )
         if version_older(host.driver_version, minimum):
-            raise NpuboxError(f"the NPU driver on this host is {host.driver_version} ({where}), older than {minimum}, "
-                              f"which CANN {loaded.spec.cann.version} of env {loaded.name!r} requires; "
-                              f"upgrade the driver and firmware")  # fmt: skip
+            raise NpuboxError(
+                f"the NPU driver on this host is {host.driver_version} ({where}), older than {minimum}, "
+                f"which CANN {loaded.spec.cann.version} of env {loaded.name!r} requires; "
+                f"upgrade the driver and firmware"
+            )
     found = [c.index for c in host.cards]
     chosen = parse_selection(devices, found) if devices else found
     cards = [c for c in host.cards if c.index in chosen]
@@ -355,8 +367,9 @@ def cuda_flags(loaded: LoadedSpec, gpus: list[Gpu] | None, devices: str | None) 
     return ["--gpus", '"device=' + ",".join(map(str, chosen)) + '"'], {}
 
 
-def device_flags(loaded: LoadedSpec, devices: str | None = None, *, root: Path | str = "/",
-                 runner: Runner = run_command) -> tuple[list[str], dict[str, str]]:
+def device_flags(
+    loaded: LoadedSpec, devices: str | None = None, *, root: Path | str = "/", runner: Runner = run_command
+) -> tuple[list[str], dict[str, str]]:
     """Flags and container environment for the spec's accelerator on this host."""
     acc = loaded.spec.accelerator
     if acc == "cpu":

@@ -1,5 +1,5 @@
-"""The Docker engine: actions through the `docker` CLI (echoed, so a user can repeat them),
-queries through the docker SDK. Every failure becomes one sentence saying what to do."""
+"""The Docker engine, through the `docker` CLI: actions are echoed, so a user can repeat them, and
+every failure becomes one sentence saying what to do."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from llm.errors import NpuboxError
 
@@ -38,7 +38,8 @@ def ensure_daemon() -> None:
     err = proc.stderr.strip()
     if "permission denied" in err.lower():
         raise NpuboxError(
-            "You may not use the Docker daemon's socket: run as root or add your user to the `docker` group, then retry."
+            "You may not use the Docker daemon's socket: run as root or add your user to the `docker` group, "
+            "then retry."
         )
     raise NpuboxError(
         "The Docker daemon is not running: start it (as root: `dockerd --bridge=none --iptables=false &`, or "
@@ -46,20 +47,17 @@ def ensure_daemon() -> None:
     )
 
 
-def client():
-    """A docker SDK client for queries (inspect, list)."""
-    import docker
-
-    ensure_daemon()
-    try:
-        return docker.from_env(timeout=600)
-    except docker.errors.DockerException as e:  # pragma: no cover - ensure_daemon catches the usual causes
-        raise NpuboxError(f"cannot talk to the Docker daemon ({e}); check DOCKER_HOST and that dockerd runs") from None
-
-
-def docker(args: list[str], *, echo: Echo | None = _stderr_echo, check: bool = True, capture: bool = False,
-           what: str = "docker command", hint: str = "", input: str | None = None,
-           timeout: float | None = None) -> subprocess.CompletedProcess:
+def docker(
+    args: list[str],
+    *,
+    echo: Echo | None = _stderr_echo,
+    check: bool = True,
+    capture: bool = False,
+    what: str = "docker command",
+    hint: str = "",
+    input: str | None = None,
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess:
     """Run `docker <args>` (an argv list, never a shell string), echoing the full command first."""
     argv = [docker_binary(), *args]
     if echo:

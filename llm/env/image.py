@@ -30,10 +30,18 @@ def _build_args(ctx: BuildContext, tag: str, target: str | None = None) -> list[
 def capture_cann_env(image: str, set_env: list[str], echo: Echo | None = _stderr_echo) -> dict[str, str]:
     """What the spec's set_env.sh scripts export, read by sourcing them in the CANN stage."""
     sourced = "; ".join(f". {path} >/dev/null 2>&1" for path in set_env)
-    before = docker(["run", "--rm", "--network", "none", "--entrypoint", "env", image, "-0"], echo=echo,
-                    capture=True, what="reading the CANN stage's environment").stdout  # fmt: skip
-    after = docker(["run", "--rm", "--network", "none", "--entrypoint", "bash", image, "-c", f"{sourced}; env -0"],
-                   echo=echo, capture=True, what="sourcing CANN's set_env.sh").stdout  # fmt: skip
+    before = docker(
+        ["run", "--rm", "--network", "none", "--entrypoint", "env", image, "-0"],
+        echo=echo,
+        capture=True,
+        what="reading the CANN stage's environment",
+    ).stdout
+    after = docker(
+        ["run", "--rm", "--network", "none", "--entrypoint", "bash", image, "-c", f"{sourced}; env -0"],
+        echo=echo,
+        capture=True,
+        what="sourcing CANN's set_env.sh",
+    ).stdout
 
     def parse(blob: str) -> dict[str, str]:
         return dict(item.split("=", 1) for item in blob.split("\0") if "=" in item)
@@ -53,8 +61,12 @@ def run_plan(plan: BuildPlan, *, echo: Echo | None = _stderr_echo, tag: str | No
     hint = f"fix the step shown above and re-run `invoke build-image --env {loaded.name}` (finished steps are cached)"
     if loaded.spec.cann:
         stage = f"npubox-stage/{loaded.name}-cann:{loaded.content_hash[:12]}"
-        docker([*_build_args(ctx, stage, target="cann"), str(ctx.path)], echo=echo, what=f"building the CANN stage of {tag}",
-               hint=hint)  # fmt: skip
+        docker(
+            [*_build_args(ctx, stage, target="cann"), str(ctx.path)],
+            echo=echo,
+            what=f"building the CANN stage of {tag}",
+            hint=hint,
+        )
         cann_env = capture_cann_env(stage, loaded.spec.cann.set_env, echo=echo)
         (ctx.path / "Dockerfile").write_text(render_dockerfile(loaded, cann_env))
     args = _build_args(ctx, tag)
@@ -66,7 +78,13 @@ def run_plan(plan: BuildPlan, *, echo: Echo | None = _stderr_echo, tag: str | No
     return tag
 
 
-def build_image(loaded: LoadedSpec, site: Site, *, echo: Echo | None = _stderr_echo, tag: str | None = None,
-                inputs: BuildInputs = BuildInputs()) -> str:
+def build_image(
+    loaded: LoadedSpec,
+    site: Site,
+    *,
+    echo: Echo | None = _stderr_echo,
+    tag: str | None = None,
+    inputs: BuildInputs = BuildInputs(),
+) -> str:
     """Plan and build ``loaded``'s image."""
     return run_plan(make_plan(loaded, site, inputs), echo=echo, tag=tag)

@@ -67,6 +67,9 @@ def baked_spec(loaded: LoadedSpec) -> dict:
         "pins": loaded.pins(),
     }
     if loaded.twin_of is not None:
-        out["twin_of"] = {"env": loaded.twin_of.name, "spec": loaded.twin_of.spec.model_dump(mode="json"),
-                          "differences": differences(loaded)}  # fmt: skip
+        out["twin_of"] = {
+            "env": loaded.twin_of.name,
+            "spec": loaded.twin_of.spec.model_dump(mode="json"),
+            "differences": differences(loaded),
+        }
     return out

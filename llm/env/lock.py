@@ -114,26 +114,64 @@ def write_lock(loaded: LoadedSpec, site: Site, source_cache: Path | None = None,
                     inputs.append(name)
         site_args, env = uv_site_args(site, Path(tmp))
         with atomic_path(loaded.lock_path) as out:
-            cmd = [sys.executable, "-m", "uv", "pip", "compile", *inputs, "--python-version", spec.python,
-                   "--python-platform", uv_platform(loaded.arch), "--generate-hashes", "--no-header",
-                   "--quiet", "--output-file", str(out), *site_args]  # fmt: skip
-            echo(" ".join(["uv", "pip", "compile", *inputs, "--python-version", spec.python,
-                           "--python-platform", uv_platform(loaded.arch), "--generate-hashes"]))  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "uv",
+                "pip",
+                "compile",
+                *inputs,
+                "--python-version",
+                spec.python,
+                "--python-platform",
+                uv_platform(loaded.arch),
+                "--generate-hashes",
+                "--no-header",
+                "--quiet",
+                "--output-file",
+                str(out),
+                *site_args,
+            ]
+            echo(
+                " ".join(
+                    [
+                        "uv",
+                        "pip",
+                        "compile",
+                        *inputs,
+                        "--python-version",
+                        spec.python,
+                        "--python-platform",
+                        uv_platform(loaded.arch),
+                        "--generate-hashes",
+                    ]
+                )
+            )
             proc = subprocess.run(cmd, cwd=tmp, env=env, text=True, capture_output=True)
             if proc.returncode != 0:
                 detail = " ".join(line.strip() for line in proc.stderr.strip().splitlines()[-6:]) or "no output"
                 plus_cpu = re.search(r"torch==(\S+\+cpu)", detail)
                 if plus_cpu:
-                    detail = (f"torch_npu's {loaded.arch} wheels require torch=={plus_cpu.group(1)}, which only PyTorch's "
-                              "own CPU index publishes: add it to pip's configuration (`pip config set "
-                              "global.extra-index-url <PyTorch's /whl/cpu index>`) and run the lock again")
-                raise NpuboxError(f"resolving {loaded.path} for {loaded.arch} failed (uv exit {proc.returncode}): {detail}")
+                    detail = (
+                        f"torch_npu's {loaded.arch} wheels require torch=={plus_cpu.group(1)}, which only PyTorch's "
+                        "own CPU index publishes: add it to pip's configuration (`pip config set "
+                        "global.extra-index-url <PyTorch's /whl/cpu index>`) and run the lock again"
+                    )
+                raise NpuboxError(
+                    f"resolving {loaded.path} for {loaded.arch} failed (uv exit {proc.returncode}): {detail}"
+                )
             out.write_text(lock_header(loaded) + out.read_text())
     return loaded.lock_path
 
 
-def write_locks(loaded: LoadedSpec, site: Site, arches: list[str], source_cache: Path | None = None,
-                echo=print, twin: str | None = None) -> list[Path]:
+def write_locks(
+    loaded: LoadedSpec,
+    site: Site,
+    arches: list[str],
+    source_cache: Path | None = None,
+    echo=print,
+    twin: str | None = None,
+) -> list[Path]:
     """One lock per architecture for a spec whose `lock` names `{arch}`; else the one lock."""
     from llm.env.twin import make_twin
 

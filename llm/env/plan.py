@@ -11,7 +11,6 @@ from pathlib import Path
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from llm.env.arch import host_arch
 from llm.env.labels import labels
 from llm.env.site import Site, cache_dir
 from llm.env.spec import LoadedSpec, Source
@@ -24,7 +23,7 @@ SITE_WHEEL_HOWTO = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class BuildInputs:
     """Folders the user points the build at: CANN installers and a cache of pinned sources."""
 
@@ -72,7 +71,9 @@ class BuildPlan:
         """Refuse to build, with one sentence, when the host or an input does not fit."""
         spec = self.loaded.spec
         if self.arch not in spec.arch:
-            raise NpuboxError(f"{self.loaded.path}: field `arch` is {spec.arch}: this host is {self.arch}, which it does not list")
+            raise NpuboxError(
+                f"{self.loaded.path}: field `arch` is {spec.arch}: this host is {self.arch}, which it does not list"
+            )
         _ = self.loaded.lock  # a missing or stale lock names the command that makes it
         first = next(iter(self.missing), None)
         if first is not None:
@@ -101,10 +102,16 @@ def _base_input(loaded: LoadedSpec) -> PlannedInput:
     if image_exists(ref):
         return PlannedInput("base image", "present", ref)
     if base.bootstrap and image_exists(bootstrap_tag(base.bootstrap)):
-        return PlannedInput("base image", "present", f"{bootstrap_tag(base.bootstrap)} (bootstrapped {base.bootstrap.suite})")
+        return PlannedInput(
+            "base image", "present", f"{bootstrap_tag(base.bootstrap)} (bootstrapped {base.bootstrap.suite})"
+        )
     if base.bootstrap:
-        return PlannedInput("base image", "pull", ref, f"if it cannot be pulled: `invoke base-image {_env_args(loaded)}`")
-    return PlannedInput("base image", "pull", ref, "if the registry is unreachable: `docker load -i` the image's archive")
+        return PlannedInput(
+            "base image", "pull", ref, f"if it cannot be pulled: `invoke base-image {_env_args(loaded)}`"
+        )
+    return PlannedInput(
+        "base image", "pull", ref, "if the registry is unreachable: `docker load -i` the image's archive"
+    )
 
 
 def _env_args(loaded: LoadedSpec) -> str:
@@ -120,7 +127,9 @@ def _wheel_is(path: Path, name: str, version: str) -> bool:
 
 
 def find_wheel(folders: list[Path], name: str, version: str) -> Path | None:
-    return next((p for d in folders if d.is_dir() for p in sorted(d.glob("*.whl")) if _wheel_is(p, name, version)), None)
+    return next(
+        (p for d in folders if d.is_dir() for p in sorted(d.glob("*.whl")) if _wheel_is(p, name, version)), None
+    )
 
 
 def wheel_cache(loaded: LoadedSpec) -> Path:
@@ -132,8 +141,11 @@ def _wheel_inputs(loaded: LoadedSpec, site: Site) -> tuple[list[PlannedInput], l
     for name, version in loaded.requirement_pins().items():
         hit = find_wheel([*site.wheelhouse, wheel_cache(loaded)], name, version)
         what = f"wheel {name}=={version}"
-        out.append(PlannedInput(what, "present", str(hit)) if hit else
-                   PlannedInput(what, "index", "the package index pip is configured with on this host"))  # fmt: skip
+        out.append(
+            PlannedInput(what, "present", str(hit))
+            if hit
+            else PlannedInput(what, "index", "the package index pip is configured with on this host")
+        )
     for name, version in loaded.site_wheel_pins().items():
         hit = find_wheel(site.wheelhouse, name, version)
         what = f"site wheel {name}=={version}"
@@ -141,10 +153,16 @@ def _wheel_inputs(loaded: LoadedSpec, site: Site) -> tuple[list[PlannedInput], l
             out.append(PlannedInput(what, "present", str(hit)))
             found.append(hit)
         else:
-            howto = SITE_WHEEL_HOWTO.get(name, "put the {name}-{version}-*.whl built for Python {python} in a folder "
-                                               "and pass it with --wheelhouse DIR")  # fmt: skip
-            out.append(PlannedInput(what, "missing", "--wheelhouse",
-                                    howto.format(name=name, version=version, python=loaded.spec.python)))
+            howto = SITE_WHEEL_HOWTO.get(
+                name,
+                "put the {name}-{version}-*.whl built for Python {python} in a folder "
+                "and pass it with --wheelhouse DIR",
+            )
+            out.append(
+                PlannedInput(
+                    what, "missing", "--wheelhouse", howto.format(name=name, version=version, python=loaded.spec.python)
+                )
+            )
     return out, found
 
 
@@ -154,8 +172,13 @@ def _source_input(src: Source, source_cache: Path | None) -> PlannedInput:
     located = locate(src, source_cache)
     what = f"source {src.name} @ {src.commit[:12]} ({src.install})"
     if located.kind == "url":
-        return PlannedInput(what, "fetch", src.url, f"offline: put {src.name}.git (a mirror) or "
-                            f"{src.name}-{src.commit}.tar.gz in a folder and pass --source-cache DIR")  # fmt: skip
+        return PlannedInput(
+            what,
+            "fetch",
+            src.url,
+            f"offline: put {src.name}.git (a mirror) or "
+            f"{src.name}-{src.commit}.tar.gz in a folder and pass --source-cache DIR",
+        )
     return PlannedInput(what, "present", located.where)
 
 
@@ -163,23 +186,36 @@ def _stages(plan_loaded: LoadedSpec, cann_mode: str) -> list[str]:
     spec = plan_loaded.spec
     stages = [f"os: {spec.base.image}, Python {spec.python}, user npubox (uid 1000)"]
     if cann_mode == "installers":
-        stages.append(f"cann: CANN {spec.cann.version} from {len(spec.cann.installers)} vendor installer(s) in a "
-                      "throwaway stage; " + ", ".join(spec.cann.set_env) + " baked into ENV")  # fmt: skip
+        stages.append(
+            f"cann: CANN {spec.cann.version} from {len(spec.cann.installers)} vendor installer(s) in a "
+            "throwaway stage; " + ", ".join(spec.cann.set_env) + " baked into ENV"
+        )
     elif cann_mode == "base":
-        stages.append(f"cann: CANN {spec.cann.version} from the base image (version checked); "
-                      + ", ".join(spec.cann.set_env) + " baked into ENV")  # fmt: skip
+        stages.append(
+            f"cann: CANN {spec.cann.version} from the base image (version checked); "
+            + ", ".join(spec.cann.set_env)
+            + " baked into ENV"
+        )
     site = f" + {len(spec.site_wheels)} site wheel(s)" if spec.site_wheels else ""
-    stages.append(f"deps: the lock ({len(spec.requirements)} pinned requirements and what they need){site}, "
-                  "pip --require-hashes, offline")  # fmt: skip
+    stages.append(
+        f"deps: the lock ({len(spec.requirements)} pinned requirements and what they need){site}, "
+        "pip --require-hashes, offline"
+    )
     if spec.sources:
-        stages.append("sources: " + ", ".join(f"{s.name}@{s.commit[:7]} {s.install}" + (f" -> {s.into}" if s.into else "")
-                                              for s in spec.sources) + "; Megatron's dataset helpers compiled")  # fmt: skip
+        stages.append(
+            "sources: "
+            + ", ".join(
+                f"{s.name}@{s.commit[:7]} {s.install}" + (f" -> {s.into}" if s.into else "") for s in spec.sources
+            )
+            + "; Megatron's dataset helpers compiled"
+        )
     stages.append("image: venv, ENV (CANN, spec), /etc/npubox/spec.json, llm package (last)")
     return stages
 
 
-def make_plan(loaded: LoadedSpec, site: Site = Site(), inputs: BuildInputs = BuildInputs(),
-              arch: str | None = None) -> BuildPlan:
+def make_plan(
+    loaded: LoadedSpec, site: Site = Site(), inputs: BuildInputs = BuildInputs(), arch: str | None = None
+) -> BuildPlan:
     """Look at every input (no network; Docker only to see which images are present)."""
     from llm.env.twin import differences
 
@@ -194,8 +230,14 @@ def make_plan(loaded: LoadedSpec, site: Site = Site(), inputs: BuildInputs = Bui
     if loaded.lock_path.is_file():
         items.append(PlannedInput("lock", "present", str(loaded.lock_path)))
     else:
-        items.append(PlannedInput("lock", "missing", str(loaded.lock_path),
-                                  f"run `{loaded.lock_hint}` (resolves and hashes every wheel from the package index)"))
+        items.append(
+            PlannedInput(
+                "lock",
+                "missing",
+                str(loaded.lock_path),
+                f"run `{loaded.lock_hint}` (resolves and hashes every wheel from the package index)",
+            )
+        )
     wheel_items, site_wheels = _wheel_inputs(loaded, site)
     items += wheel_items
     installers = []
@@ -207,17 +249,29 @@ def make_plan(loaded: LoadedSpec, site: Site = Site(), inputs: BuildInputs = Bui
                 installers.append(path)
                 items.append(PlannedInput(f"CANN installer {name}", "present", str(path)))
             else:
-                items.append(PlannedInput(f"CANN installer {name}", "missing", str(inputs.vendor or "vendor folder"),
-                                          f"download {name} from the Ascend site into a folder and pass --vendor DIR"))
+                items.append(
+                    PlannedInput(
+                        f"CANN installer {name}",
+                        "missing",
+                        str(inputs.vendor or "vendor folder"),
+                        f"download {name} from the Ascend site into a folder and pass --vendor DIR",
+                    )
+                )
     items += [_source_input(src, inputs.source_cache) for src in spec.sources]
     locked = loaded.lock_path.is_file()
     plan = BuildPlan(
-        loaded=loaded, site=site, build_inputs=inputs, arch=loaded.arch,
+        loaded=loaded,
+        site=site,
+        build_inputs=inputs,
+        arch=loaded.arch,
         tag=loaded.tag if locked else f"npubox/{spec.name}:{spec.version}-<after lock>",
-        stages=[], inputs=items, labels=labels(loaded, spec.base.image),
+        stages=[],
+        inputs=items,
+        labels=labels(loaded, spec.base.image),
         differences=differences(loaded) if loaded.twin_of is not None else [],
-        installers=installers, site_wheels=site_wheels,
-    )  # fmt: skip
+        installers=installers,
+        site_wheels=site_wheels,
+    )
     plan.stages = _stages(loaded, plan.cann_mode)
     return plan
 

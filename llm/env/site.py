@@ -1,8 +1,8 @@
 """Site settings: what this machine's pip and network need, read at run time, never baked.
 
 The index, extra indexes, find-links and CA bundle come from the host's own pip configuration
-(pip reads them itself: pip.conf, PIP_* variables); npubox only adds the user's wheelhouse and
-passes proxies through. Nothing here is written into an image, a label or a commit.
+(pip reads them itself: pip.conf, PIP_* variables, and the proxies of its environment); npubox only adds
+the user's wheelhouse. Nothing here is written into an image, a label or a commit.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 
 
 @dataclass(frozen=True)
@@ -24,10 +22,6 @@ class Site:
         for d in self.wheelhouse:
             args += ["--find-links", str(d)]
         return args
-
-    @staticmethod
-    def proxies() -> dict[str, str]:
-        return {k: v for k, v in os.environ.items() if k in PROXY_VARS and v}
 
     @staticmethod
     def pip() -> list[str]:

@@ -71,8 +71,10 @@ def check_commit_object(src: Source, repo: Path, where: str) -> None:
         tag = _git(["cat-file", "-p", src.commit], cwd=repo).stdout
         name = next((line.split(" ", 1)[1] for line in tag.splitlines() if line.startswith("tag ")), "?")
         target = _git(["rev-parse", f"{src.commit}^{{commit}}"], cwd=repo).stdout.strip()
-        raise NpuboxError(f"source {src.name}: {src.commit} is the tag object of {name!r}, not a commit; pin the "
-                          f"commit it points to: {target}")  # fmt: skip
+        raise NpuboxError(
+            f"source {src.name}: {src.commit} is the tag object of {name!r}, not a commit; pin the "
+            f"commit it points to: {target}"
+        )
     raise NpuboxError(f"source {src.name}: commit {src.commit} does not exist in {where}")
 
 
@@ -88,9 +90,10 @@ def fetch_mirror(src: Source, echo: Echo | None = _stderr_echo) -> Path:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         if not mirror.is_dir() or not has_commit(mirror, src.commit):
+            why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "git failed"
             raise NpuboxError(
-                f"source {src.name}: cannot fetch {src.url} ({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'git failed'}); "
-                f"put a mirror ({src.name}.git) or an archive ({src.name}-{src.commit}.tar.gz) in the source cache (--source-cache)"
+                f"source {src.name}: cannot fetch {src.url} ({why}); put a mirror ({src.name}.git) or an archive "
+                f"({src.name}-{src.commit}.tar.gz) in the source cache (--source-cache)"
             )
     return mirror
 

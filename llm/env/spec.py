@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Literal
 
 from packaging.utils import canonicalize_name
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 import llm
 from llm.errors import NpuboxError
-from llm.yamlfile import load_model
+from llm.yamlfile import NAME_RE, NAME_RULE, Strict, load_model
 
-ENV_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 PIN_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[A-Za-z0-9,._-]+\])?==([A-Za-z0-9.+!_-]+)$")
 ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -31,10 +30,6 @@ Arch = Literal["x86_64", "aarch64"]
 ENGINE_SOURCES = ("MindSpeed-LLM", "ModelLink")  # where the mindspeed-llm engine's pretrain_gpt.py lives
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
 class Bootstrap(Strict):
     """How to make the base locally with debootstrap when `image` cannot be pulled."""
 
@@ -42,7 +37,7 @@ class Bootstrap(Strict):
     variant: Literal["minbase", "buildd"] = "minbase"
     packages: list[str] = Field(min_length=1)
 
-    def with_packages(self, extra: list[str]) -> "Bootstrap":
+    def with_packages(self, extra: list[str]) -> Bootstrap:
         return self.model_copy(update={"packages": [*self.packages, *(p for p in extra if p not in self.packages)]})
 
 
@@ -110,7 +105,9 @@ class Cann(Strict):
     @model_validator(mode="after")
     def _installers(self):
         if not self.in_base and not self.installers:
-            raise ValueError("`installers` (the vendor .run files) when the base image does not bring CANN (in_base: false)")
+            raise ValueError(
+                "`installers` (the vendor .run files) when the base image does not bring CANN (in_base: false)"
+            )
         for name in self.installers:
             if "/" in name or not name.endswith(".run"):
                 raise ValueError(f"installer file names ending in .run, without folders; got {name!r}")
@@ -154,7 +151,7 @@ class Spec(Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not ENV_NAME_RE.match(v):
+        if not NAME_RE.match(v):
             raise ValueError("a name of lowercase letters, digits, '.', '_' or '-' (at most 64 characters)")
         return v
 
@@ -281,7 +278,9 @@ def parse_lock(path: Path) -> list[LockEntry]:
         entries.append(current)
     missing = [e.name for e in entries if not e.hashes]
     if missing:
-        raise NpuboxError(f"{path}: every pin needs a --hash (builds use --require-hashes); none for {', '.join(missing)}")
+        raise NpuboxError(
+            f"{path}: every pin needs a --hash (builds use --require-hashes); none for {', '.join(missing)}"
+        )
     return entries
 
 
@@ -310,7 +309,7 @@ class LoadedSpec:
     A CPU twin (:mod:`llm.env.twin`) is a LoadedSpec too: its spec is derived from a real one
     (``twin_of``), and its lock (resolved from the real lock's pins) lies beside the real one."""
 
-    def __init__(self, spec: Spec, path: Path, arch: str | None = None, twin_of: "LoadedSpec | None" = None):
+    def __init__(self, spec: Spec, path: Path, arch: str | None = None, twin_of: LoadedSpec | None = None):
         from llm.env.arch import host_arch
 
         self.spec = spec
@@ -384,7 +383,11 @@ class LoadedSpec:
         h.update(json.dumps(self.spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode())
         h.update(b"\0arch\0" + self.arch.encode() if "{arch}" in self.spec.lock else b"")
         h.update(b"\0lock\0")
-        h.update("\n".join(f"{canonicalize_name(e.name)}=={e.version} {' '.join(sorted(e.hashes))}" for e in self.lock).encode())
+        h.update(
+            "\n".join(
+                f"{canonicalize_name(e.name)}=={e.version} {' '.join(sorted(e.hashes))}" for e in self.lock
+            ).encode()
+        )
         h.update(b"\0llm\0" + llm.__version__.encode())
         return h.hexdigest()
 
@@ -416,8 +419,8 @@ def env_names(directory: Path | None = None) -> list[str]:
 def load_spec(name: str, directory: Path | None = None, arch: str | None = None) -> LoadedSpec:
     """The spec ``envs/<name>.yaml`` for ``arch`` (default: this host's)."""
     directory = directory or envs_dir()
-    if not ENV_NAME_RE.match(name or ""):
-        raise NpuboxError(f"env name {name!r} is not valid: use lowercase letters, digits, '.', '_' and '-'")
+    if not NAME_RE.match(name or ""):
+        raise NpuboxError(f"env name {name!r} is not valid: use {NAME_RULE}")
     path = directory / f"{name}.yaml"
     if not path.is_file():
         raise NpuboxError(f"unknown env {name!r}; known envs: {', '.join(env_names(directory)) or '(none)'}")

@@ -44,8 +44,10 @@ def export_image(loaded: LoadedSpec, output: Path, image: str | None = None) -> 
     """`docker save` the env's image (or `image`) into `output`; returns the archive and its manifest."""
     tag = image or loaded.tag
     if not image_exists(tag):
-        raise NpuboxError(f"the image {tag} for env {loaded.name!r} is not in the local Docker engine: "
-                          f"run `invoke build-image --env {loaded.name}` first")  # fmt: skip
+        raise NpuboxError(
+            f"the image {tag} for env {loaded.name!r} is not in the local Docker engine: "
+            f"run `invoke build-image --env {loaded.name}` first"
+        )
     info = inspect_image(tag)
     labels = info["Config"].get("Labels") or {}
     spec_hash = labels.get("npubox.spec-hash")
@@ -54,10 +56,18 @@ def export_image(loaded: LoadedSpec, output: Path, image: str | None = None) -> 
     version = labels.get("org.opencontainers.image.version", loaded.spec.version)
     archive = Path(output) / f"{labels.get('npubox.env', loaded.name)}-{version}-{spec_hash[:12]}.tar"
     with atomic_path(archive) as tmp:
-        docker(["save", "--output", str(tmp), tag], what=f"saving {tag}",
-               hint="check the free space in the output folder")
-    manifest = Manifest(env=labels.get("npubox.env", loaded.name), tag=tag, image_id=info["Id"], spec_hash=spec_hash,
-                        archive=archive.name, sha256=sha256_file(archive), size=archive.stat().st_size)  # fmt: skip
+        docker(
+            ["save", "--output", str(tmp), tag], what=f"saving {tag}", hint="check the free space in the output folder"
+        )
+    manifest = Manifest(
+        env=labels.get("npubox.env", loaded.name),
+        tag=tag,
+        image_id=info["Id"],
+        spec_hash=spec_hash,
+        archive=archive.name,
+        sha256=sha256_file(archive),
+        size=archive.stat().st_size,
+    )
     write_text_atomic(manifest_path(archive), json.dumps(manifest.model_dump(), indent=2) + "\n")
     return archive, manifest
 
@@ -65,8 +75,10 @@ def export_image(loaded: LoadedSpec, output: Path, image: str | None = None) -> 
 def read_manifest(archive: Path) -> Manifest:
     path = manifest_path(archive)
     if not path.is_file():
-        raise NpuboxError(f"no manifest {path.name} beside {archive}: copy it along with the archive "
-                          f"(`invoke export-image` writes both)")  # fmt: skip
+        raise NpuboxError(
+            f"no manifest {path.name} beside {archive}: copy it along with the archive "
+            f"(`invoke export-image` writes both)"
+        )
     try:
         return Manifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except (json.JSONDecodeError, ValidationError) as e:
@@ -80,12 +92,16 @@ def verify_archive(archive: Path, manifest: Manifest) -> None:
         raise NpuboxError(f"the image archive {archive} does not exist")
     size = archive.stat().st_size
     if size != manifest.size:
-        raise NpuboxError(f"the image archive {archive} is {size} bytes, but its manifest says {manifest.size}: "
-                          f"it is incomplete or not the exported file; copy it again")  # fmt: skip
+        raise NpuboxError(
+            f"the image archive {archive} is {size} bytes, but its manifest says {manifest.size}: "
+            f"it is incomplete or not the exported file; copy it again"
+        )
     digest = sha256_file(archive)
     if digest != manifest.sha256:
-        raise NpuboxError(f"the image archive {archive} is corrupted: its sha256 is {digest}, but its manifest says "
-                          f"{manifest.sha256}; copy it again, nothing was loaded")  # fmt: skip
+        raise NpuboxError(
+            f"the image archive {archive} is corrupted: its sha256 is {digest}, but its manifest says "
+            f"{manifest.sha256}; copy it again, nothing was loaded"
+        )
 
 
 def import_image(archive: Path) -> Manifest:
@@ -96,6 +112,8 @@ def import_image(archive: Path) -> Manifest:
     docker(["load", "--input", str(archive)], what=f"loading {archive}")
     loaded_id = inspect_image(manifest.tag)["Id"] if image_exists(manifest.tag) else "absent"
     if loaded_id != manifest.image_id:
-        raise NpuboxError(f"after loading {archive}, {manifest.tag} has image id {loaded_id}, but the manifest says "
-                          f"{manifest.image_id}; the archive does not hold the exported image")  # fmt: skip
+        raise NpuboxError(
+            f"after loading {archive}, {manifest.tag} has image id {loaded_id}, but the manifest says "
+            f"{manifest.image_id}; the archive does not hold the exported image"
+        )
     return manifest

@@ -75,18 +75,20 @@ def make_twin(real: LoadedSpec, kind: str = "cpu") -> LoadedSpec:
     base = cpu.spec.base
     if base.bootstrap is None:
         raise NpuboxError(f"{cpu.path}: field `base.bootstrap` is missing: the twins bootstrap the CPU env's base")
-    twin = spec.model_copy(update={
-        "name": f"{spec.name}-twin-{kind}",
-        "description": f"CPU twin of {spec.name}: {spec.description}",
-        "accelerator": "cpu",
-        "base": base.model_copy(update={"bootstrap": base.bootstrap.with_packages(BUILD_PACKAGES), "digest": None}),
-        "python": cpu.spec.python,
-        "requirements": _kept(spec.requirements),
-        "site_wheels": _kept(spec.site_wheels),
-        "cann": None,
-        "lock": twin_lock_name(spec.lock, kind),
-        "env": {**spec.env, "NPUBOX_TWIN_OF": spec.name},
-    })  # fmt: skip
+    twin = spec.model_copy(
+        update={
+            "name": f"{spec.name}-twin-{kind}",
+            "description": f"CPU twin of {spec.name}: {spec.description}",
+            "accelerator": "cpu",
+            "base": base.model_copy(update={"bootstrap": base.bootstrap.with_packages(BUILD_PACKAGES), "digest": None}),
+            "python": cpu.spec.python,
+            "requirements": _kept(spec.requirements),
+            "site_wheels": _kept(spec.site_wheels),
+            "cann": None,
+            "lock": twin_lock_name(spec.lock, kind),
+            "env": {**spec.env, "NPUBOX_TWIN_OF": spec.name},
+        }
+    )
     return LoadedSpec(twin, real.path, real.arch, twin_of=real)
 
 

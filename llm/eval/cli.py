@@ -29,16 +29,33 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--data-path", type=Path, help="task data directory (default: <workspace>/eval/<task>)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--hf-dir", type=Path, help="Hugging Face model directory (default: <workspace>/models/M/hf)")
-    src.add_argument("--load", type=Path, help="Megatron checkpoint directory (latest_checkpointed_iteration.txt, iter_*/mp_rank_*)")
-    p.add_argument("--tokenizer", type=Path, help="tokenizer directory (default: --hf-dir, else <workspace>/models/M/hf)")
+    src.add_argument(
+        "--load", type=Path, help="Megatron checkpoint directory (latest_checkpointed_iteration.txt, iter_*/mp_rank_*)"
+    )
+    p.add_argument(
+        "--tokenizer", type=Path, help="tokenizer directory (default: --hf-dir, else <workspace>/models/M/hf)"
+    )
     p.add_argument("--shots", type=int, help="few-shot examples per question (default: 5 for mmlu/ceval, 0 for boolq)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass (default: 8)")
     p.add_argument("--subjects", help="comma-separated subjects to evaluate (default: all in --data-path)")
-    p.add_argument("--max-length", type=int, help="context window; longer prompts are left-truncated (default: the model's)")
-    p.add_argument("--ceval-prompt", default="lm-eval", choices=CEVAL_STYLES,
-                   help="C-Eval prompt: lm-eval's ceval-valid (default) or MindSpeed-LLM's own (see llm/eval/prompts.py)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights dtype (default: float32)")
-    p.add_argument("--output", type=Path, help="results JSON (default: <workspace>/eval/M/<task>.json when --model is given)")
+    p.add_argument(
+        "--max-length", type=int, help="context window; longer prompts are left-truncated (default: the model's)"
+    )
+    p.add_argument(
+        "--ceval-prompt",
+        default="lm-eval",
+        choices=CEVAL_STYLES,
+        help="C-Eval prompt: lm-eval's ceval-valid (default) or MindSpeed-LLM's own (see llm/eval/prompts.py)",
+    )
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="weights dtype (default: float32)",
+    )
+    p.add_argument(
+        "--output", type=Path, help="results JSON (default: <workspace>/eval/M/<task>.json when --model is given)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     if args.batch_size < 1:
@@ -62,25 +79,16 @@ def resolve_defaults(args: argparse.Namespace, ws: Workspace) -> None:
         args.tokenizer = args.tokenizer or args.hf_dir or ws.hf_dir(args.model)
         args.output = args.output or ws.eval / args.model / f"{args.task}.json"
     if args.data_path is None:
-        raise NpuboxError("--data-path is missing; give the task's data directory (or --model M for <workspace>/eval/<task>)")
+        raise NpuboxError(
+            "--data-path is missing; give the task's data directory (or --model M for <workspace>/eval/<task>)"
+        )
     if args.hf_dir is None and args.load is None:
-        raise NpuboxError("no model given: pass --hf-dir DIR or --load MEGATRON_DIR (or --model M for the workspace's HF weights)")
+        raise NpuboxError(
+            "no model given: pass --hf-dir DIR or --load MEGATRON_DIR (or --model M for the workspace's HF weights)"
+        )
     args.tokenizer = args.tokenizer or args.hf_dir
     if args.tokenizer is None:
         raise NpuboxError("--load needs a tokenizer: pass --tokenizer DIR (or --model M for <workspace>/models/M/hf)")
-
-
-def load_tokenizer(path: Path):
-    from transformers import AutoTokenizer
-
-    expected = "expected a directory with tokenizer.json / tokenizer_config.json"
-    if not path.is_dir():
-        raise NpuboxError(f"tokenizer {path}: not found; {expected}")
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise NpuboxError(f"tokenizer {path}: cannot be loaded ({first}); {expected}") from None
 
 
 def main(argv: list[str]) -> int:
@@ -88,6 +96,7 @@ def main(argv: list[str]) -> int:
 
     from llm.eval import prompts, results, scoring
     from llm.eval.data import TASKS, load_eval_set
+    from llm.tokenizer import load_tokenizer
 
     args = parse_args(argv)
     if args.task not in TASKS:
@@ -98,7 +107,9 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     eval_set = load_eval_set(args.task, args.data_path, shots, subjects)
     if not eval_set.num_questions:
-        raise NpuboxError(f"--data-path {args.data_path}: no usable {args.task} questions ({eval_set.problems.counts() or 'no rows'})")
+        raise NpuboxError(
+            f"--data-path {args.data_path}: no usable {args.task} questions ({eval_set.problems.counts() or 'no rows'})"
+        )
     read = time.perf_counter()
     if args.load is not None:
         from llm.eval.mcore_engine import MegatronEngine
@@ -115,18 +126,20 @@ def main(argv: list[str]) -> int:
         engine.max_length = args.max_length
     is_main = getattr(engine, "is_main", True)
     console = Console(stderr=True, quiet=not is_main)
-    tokenizer = load_tokenizer(args.tokenizer)
+    tokenizer = load_tokenizer(args.tokenizer).transformers()
     loaded = time.perf_counter()
 
     def tokenize(text: str) -> list[int]:
-        return tokenizer.encode(text)  # special tokens as the tokenizer adds them (BOS for Llama), as lm-eval does
+        return tokenizer.encode(text)  # special tokens as transformers adds them (BOS for Llama), as lm-eval does
 
     order = [(s, q) for s, qs in eval_set.test.items() for q in qs]
     style = args.ceval_prompt
     conts = prompts.continuations(args.task, style)
     shared = {s: prompts.shared_start(args.task, s, shots, style) for s, shots in eval_set.shots.items()}
-    requests = [scoring.encode(tokenize, prompts.prompt(args.task, q, eval_set.shots[s], style), conts, shared[s])
-                for s, q in order]  # fmt: skip
+    requests = [
+        scoring.encode(tokenize, prompts.prompt(args.task, q, eval_set.shots[s], style), conts, shared[s])
+        for s, q in order
+    ]
     scored = run_scoring(engine, requests, args.batch_size, quiet=args.quiet or not is_main, console=console)
     finished = time.perf_counter()
 
@@ -159,12 +172,21 @@ def main(argv: list[str]) -> int:
     }
     if args.output:
         out = results.to_json(
-            args.task, eval_set, predictions, scores, tallies,
-            model=args.model, checkpoint=checkpoint, data_path=args.data_path, settings=settings, timing=timing,
-        )  # fmt: skip
+            args.task,
+            eval_set,
+            predictions,
+            scores,
+            tallies,
+            model=args.model,
+            checkpoint=checkpoint,
+            data_path=args.data_path,
+            settings=settings,
+            timing=timing,
+        )
         results.write_json(args.output, out)
         print(f"results: {args.output}")
-    print(f"{args.task} accuracy {100 * tallies['overall'].accuracy:.2f}% on {len(order)} questions ({timing['score_s']} s)")
+    accuracy = 100 * tallies["overall"].accuracy
+    print(f"{args.task} accuracy {accuracy:.2f}% on {len(order)} questions ({timing['score_s']} s)")
     if hasattr(engine, "close"):
         engine.close()
     return 0
@@ -178,12 +200,18 @@ def run_scoring(engine, requests, batch_size: int, quiet: bool, console):
     if quiet or not os.isatty(2):
         return scoring.score(engine, requests, batch_size)
     with Progress(
-        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=console, transient=True,
-    ) as progress:  # fmt: skip
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         bar = progress.add_task("scoring", total=None)
         return scoring.score(
-            engine, requests, batch_size,
+            engine,
+            requests,
+            batch_size,
             on_start=lambda total: progress.update(bar, total=total),
             on_batch=lambda n: progress.advance(bar, n),
-        )  # fmt: skip
+        )

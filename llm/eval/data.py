@@ -16,9 +16,9 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from llm.errors import NpuboxError
 
@@ -88,9 +88,7 @@ def _select(available: dict[str, Path], subjects: list[str] | None, where: Path,
         return available
     unknown = [s for s in subjects if s not in available]
     if unknown:
-        raise NpuboxError(
-            f"--subjects {','.join(unknown)}: not found in {where}; available: {', '.join(available)}"
-        )
+        raise NpuboxError(f"--subjects {','.join(unknown)}: not found in {where}; available: {', '.join(available)}")
     return {s: available[s] for s in subjects}
 
 
@@ -107,8 +105,12 @@ def _choice_row(subject: str, row: list[str], where: str, problems: Problems) ->
 
 
 def _usable(row: list[str], index: list[int], width: int) -> bool:
-    return (len(row) == width and bool(row[index[0]].strip()) and all(row[i].strip() for i in index[1:5])
-            and row[index[5]].strip() in LETTERS)
+    return (
+        len(row) == width
+        and bool(row[index[0]].strip())
+        and all(row[i].strip() for i in index[1:5])
+        and row[index[5]].strip() in LETTERS
+    )
 
 
 def _parse_line(line: str) -> list[str]:
@@ -197,9 +199,7 @@ def _take_shots(dev: list[Example], shots: int, path: Path, problems: Problems) 
     return dev[:shots]
 
 
-def _load_choice_task(
-    task: str, data_path: Path, split: str, read, shots: int, subjects: list[str] | None
-) -> EvalSet:
+def _load_choice_task(task: str, data_path: Path, split: str, read, shots: int, subjects: list[str] | None) -> EvalSet:
     split_dir = _first_dir(data_path / split, data_path)
     dev_dir = _first_dir(data_path / "dev", split_dir.parent / "dev")
     problems = Problems()
@@ -236,7 +236,9 @@ def _read_boolq(path: Path, problems: Problems) -> list[Example]:
             except json.JSONDecodeError:
                 problems.add(MALFORMED, where)
                 continue
-            if not isinstance(doc, dict) or not all(isinstance(doc.get(k), str) and doc[k].strip() for k in ("question", "passage")):
+            if not isinstance(doc, dict) or not all(
+                isinstance(doc.get(k), str) and doc[k].strip() for k in ("question", "passage")
+            ):
                 problems.add(MALFORMED, where)
                 continue
             if not isinstance(doc.get("answer"), bool):

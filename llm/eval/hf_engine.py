@@ -8,8 +8,8 @@ for every batch of the subject's questions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from llm.compat import dtype_kwargs, repeat_cache
 from llm.errors import NpuboxError
@@ -25,14 +25,18 @@ class HFEngine:
             raise NpuboxError(f"--hf-dir {hf_dir}: holds no config.json; expected a Hugging Face model directory")
         self.torch = torch
         self.device = torch.device(device)
-        self.model = AutoModelForCausalLM.from_pretrained(hf_dir, **dtype_kwargs(getattr(torch, dtype))).to(self.device).eval()
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(hf_dir, **dtype_kwargs(getattr(torch, dtype))).to(self.device).eval()
+        )
         config = self.model.config
         self.vocab_size = config.vocab_size
         self.max_length = int(getattr(config, "max_position_embeddings", 2048))
         self._prefix: tuple[int, ...] = ()
         self._prefix_cache = None
 
-    def score_next_token(self, prompts: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]]) -> list[list[float]]:
+    def score_next_token(
+        self, prompts: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
         reads = [[(len(p) - 1, c)] for p, c in zip(prompts, candidates)]
         return [values[0] for values in self.score_rows((), prompts, reads)]
 
@@ -65,7 +69,9 @@ class HFEngine:
         position = [pos for row_reads in reads for pos, _ in row_reads]
         with torch.inference_mode():
             decoder = self.model.get_decoder()
-            hidden = decoder(input_ids=ids.to(self.device), past_key_values=cache, use_cache=cache is not None).last_hidden_state
+            hidden = decoder(
+                input_ids=ids.to(self.device), past_key_values=cache, use_cache=cache is not None
+            ).last_hidden_state
             picked = hidden[torch.tensor(row_index, device=self.device), torch.tensor(position, device=self.device)]
             logprobs = self.model.get_output_embeddings()(picked).float().log_softmax(-1).cpu()
         out, k = [], 0

@@ -8,8 +8,9 @@ A checkpoint split TP ways runs in TP processes (`python -m llm launch --nproc T
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from llm.errors import NpuboxError
 
@@ -21,7 +22,7 @@ class MegatronEngine:
         accel = accel_mod.detect()  # before any megatron import (NPU: MindSpeed patches megatron)
         import torch
 
-        from llm import checkpoint
+        from llm import checkpoint, distributed
         from llm import model as model_mod
         from llm.recipes import load_recipe
 
@@ -40,7 +41,7 @@ class MegatronEngine:
                 f"--load {self.load_dir}: checkpoint is split tp={tp} but {world} process(es) run; "
                 f"start eval with `python -m llm launch --nproc {tp} eval ...`"
             )
-        self.dist = model_mod.init_distributed(tp=tp, pp=1, accel=accel)
+        self.dist = distributed.init_distributed(tp=tp, pp=1, accel=accel)
         accel.model_parallel_seed(1234)  # megatron's layers fork its RNG tracker even without dropout
         state = checkpoint.load_rank(self.load_dir, self.iteration, self.dist.tp_rank, 0, 1)
         name = model or getattr(state.get("args"), "npubox_model", None)
@@ -72,7 +73,9 @@ class MegatronEngine:
             "recipe": self.recipe.name,
         }
 
-    def score_next_token(self, prompts: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]]) -> list[list[float]]:
+    def score_next_token(
+        self, prompts: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
         import torch.distributed as torch_dist
         from megatron.core import parallel_state
 
@@ -94,6 +97,6 @@ class MegatronEngine:
         return [logprobs[i, list(c)].tolist() for i, c in enumerate(candidates)]
 
     def close(self) -> None:
-        from llm import model as model_mod
+        from llm.distributed import destroy_distributed
 
-        model_mod.destroy_distributed()
+        destroy_distributed()

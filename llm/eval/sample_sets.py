@@ -67,12 +67,27 @@ FACTS: list[tuple[str, str, str]] = [
 ]
 
 BOOL_EXPRESSIONS = [
-    "True and False", "True or False", "not True", "not False", "True and not False",
-    "False or not True", "not (True and False)", "(True or False) and False", "True and True and False",
-    "False or False or True", "not (False or False)", "True or not True", "not not True",
-    "(False and True) or True", "not (True or False)", "False and (True or True)",
-    "True and (False or True)", "not False and not True", "(not False) or False", "not (not False)",
-]  # fmt: skip
+    "True and False",
+    "True or False",
+    "not True",
+    "not False",
+    "True and not False",
+    "False or not True",
+    "not (True and False)",
+    "(True or False) and False",
+    "True and True and False",
+    "False or False or True",
+    "not (False or False)",
+    "True or not True",
+    "not not True",
+    "(False and True) or True",
+    "not (True or False)",
+    "False and (True or True)",
+    "True and (False or True)",
+    "not False and not True",
+    "(not False) or False",
+    "not (not False)",
+]
 BOOL_CHOICES = ["True", "False", "None", "an error is raised"]
 
 N_DEV = 5
@@ -92,7 +107,11 @@ def _module_of(rng: random.Random, zh: bool = False) -> list[list[str]]:
     rows = []
     for module, name, _ in FACTS:
         options, letter = _options(rng, module, modules)
-        q = f"Python 标准库中哪个模块提供 {name}？" if zh else f"Which Python standard library module provides `{name}`?"
+        q = (
+            f"Python 标准库中哪个模块提供 {name}？"
+            if zh
+            else f"Which Python standard library module provides `{name}`?"
+        )
         rows.append([q, *options, letter])
     return rows
 

@@ -16,8 +16,9 @@ each row's last position (``score_next_token``), every prefix is its own row.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 
 class Engine(Protocol):
@@ -31,7 +32,9 @@ class Engine(Protocol):
 
     max_length: int
 
-    def score_next_token(self, prompts: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]]) -> list[list[float]]:
+    def score_next_token(
+        self, prompts: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
         """For each prompt (token ids), log P(next token = c) for each c in its candidates."""
         ...
 
@@ -136,8 +139,10 @@ def score(
             batch = members[start : start + batch_size]
             passed = [r[len(shared) :] if shared else r[-engine.max_length :] for r in batch]
             # (position in the row as passed, candidate tokens) for each prefix read off the row
-            wanted = [[(end - 1 - (len(r) - len(x)), sorted(tokens)) for end, tokens in sorted(reads[r].items())]
-                      for r, x in zip(batch, passed)]  # fmt: skip
+            wanted = [
+                [(end - 1 - (len(r) - len(x)), sorted(tokens)) for end, tokens in sorted(reads[r].items())]
+                for r, x in zip(batch, passed)
+            ]
             values = _run(engine, shared, passed, wanted)
             for r, row_values in zip(batch, values):
                 for (end, tokens), vals in zip(sorted(reads[r].items()), row_values):
@@ -148,9 +153,7 @@ def score(
 
     out = []
     for req in requests:
-        out.append(
-            [sum(logprob[(req.context + cont[:j], tok)] for j, tok in enumerate(cont)) for cont in req.choices]
-        )
+        out.append([sum(logprob[(req.context + cont[:j], tok)] for j, tok in enumerate(cont)) for cont in req.choices])
     return Scored(out, len(reads) + len(groups) - 1, truncated)
 
 

@@ -40,30 +40,58 @@ def build_parser() -> argparse.ArgumentParser:
         "(.bin/.idx) that megatron-core's IndexedDataset and GPTDataset read. Bad rows are skipped and reported.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", help="recipe name: fills --input (workspace data/raw/sample.jsonl, or "
-                   "sample_alpaca.jsonl for --handler alpaca), --tokenizer (models/<model>/hf), --output-prefix "
-                   "(data/<model>/sample), --append-eod (on) and, for instruction data, --seq-length (the recipe's)")
+    p.add_argument(
+        "--model",
+        help="recipe name: fills --input (workspace data/raw/sample.jsonl, or "
+        "sample_alpaca.jsonl for --handler alpaca), --tokenizer (models/<model>/hf), --output-prefix "
+        "(data/<model>/sample), --append-eod (on) and, for instruction data, --seq-length (the recipe's)",
+    )
     p.add_argument("--input", nargs="+", metavar="PATH", help="files, directories (every file, one format) or globs")
     p.add_argument("--tokenizer", metavar="DIR", help="Hugging Face model directory with tokenizer.json")
     p.add_argument("--output-prefix", metavar="PREFIX", help="output path prefix, e.g. data/qwen/alpaca")
-    p.add_argument("--handler", choices=HANDLERS, default="pretrain",
-                   help="pretrain: plain text; alpaca: instruction/input/output rows; sharegpt: conversations")
-    p.add_argument("--json-keys", nargs="+", default=["text"], metavar="KEY",
-                   help="pretrain: the fields to tokenize, one output dataset per key")
-    p.add_argument("--append-eod", action=argparse.BooleanOptionalAction, default=None,
-                   help="append the end-of-document token (the tokenizer's eos) to every document "
-                   "(default: on with --model, off otherwise)")
-    p.add_argument("--workers", type=int, default=default_workers(),
-                   help="tokenizer threads (the Rust tokenizer's thread pool)")
-    p.add_argument("--seq-length", type=int, default=None,
-                   help="instruction data: truncate samples to this many tokens and pack them into sequences of "
-                   "exactly this length")
-    p.add_argument("--no-pack", dest="pack", action="store_false",
-                   help="instruction data with --seq-length: truncate only, one sample per sequence, no padding")
+    p.add_argument(
+        "--handler",
+        choices=HANDLERS,
+        default="pretrain",
+        help="pretrain: plain text; alpaca: instruction/input/output rows; sharegpt: conversations",
+    )
+    p.add_argument(
+        "--json-keys",
+        nargs="+",
+        default=["text"],
+        metavar="KEY",
+        help="pretrain: the fields to tokenize, one output dataset per key",
+    )
+    p.add_argument(
+        "--append-eod",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="append the end-of-document token (the tokenizer's eos) to every document "
+        "(default: on with --model, off otherwise)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=default_workers(), help="tokenizer threads (the Rust tokenizer's thread pool)"
+    )
+    p.add_argument(
+        "--seq-length",
+        type=int,
+        default=None,
+        help="instruction data: truncate samples to this many tokens and pack them into sequences of "
+        "exactly this length",
+    )
+    p.add_argument(
+        "--no-pack",
+        dest="pack",
+        action="store_false",
+        help="instruction data with --seq-length: truncate only, one sample per sequence, no padding",
+    )
     p.add_argument("--prompt-type", default="qwen", choices=["qwen"], help="chat template for instruction data")
-    p.add_argument("--max-document-mb", type=float, default=16,
-                   help="skip (and count) a document larger than this: tokenizing one takes about 150 times its size "
-                   "in memory")
+    p.add_argument(
+        "--max-document-mb",
+        type=float,
+        default=16,
+        help="skip (and count) a document larger than this: tokenizing one takes about 150 times its size in memory",
+    )
     p.add_argument("--strict", action="store_true", help="a bad row is an error instead of being skipped")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -80,14 +108,23 @@ def resolve_defaults(args: argparse.Namespace) -> None:
         if not args.input:
             args.input = [str(ws.raw_data() / sample)]
             if not Path(args.input[0]).exists() and recipe.tokenizer.origin == "sample":
-                raise NpuboxError(f"{args.input[0]} does not exist; make it with `python -m llm sample --model {args.model}`")
+                raise NpuboxError(
+                    f"{args.input[0]} does not exist; make it with `python -m llm sample --model {args.model}`"
+                )
         args.tokenizer = args.tokenizer or str(ws.hf_dir(args.model))
         args.output_prefix = args.output_prefix or str(ws.dataset_prefix(args.model, "sample"))
         args.append_eod = True if args.append_eod is None else args.append_eod
         if args.handler != "pretrain" and args.seq_length is None:
             args.seq_length = recipe.defaults("pretrain").seq_length
-    missing = [flag for flag, value in (("--input", args.input), ("--tokenizer", args.tokenizer),
-                                        ("--output-prefix", args.output_prefix)) if not value]
+    missing = [
+        flag
+        for flag, value in (
+            ("--input", args.input),
+            ("--tokenizer", args.tokenizer),
+            ("--output-prefix", args.output_prefix),
+        )
+        if not value
+    ]
     if missing:
         raise NpuboxError(f"{', '.join(missing)} not given; pass them, or --model M to use the workspace defaults")
     if args.workers < 1:
@@ -144,7 +181,7 @@ def main(argv: list[str]) -> int:
 
     from llm.preprocess.handlers import InstructionHandler, PretrainHandler
     from llm.preprocess.readers import expand_inputs
-    from llm.preprocess.tokenizer import load_tokenizer
+    from llm.tokenizer import load_tokenizer
 
     # Everything that can be wrong with the inputs is found before any work.
     paths = expand_inputs(args.input)
@@ -208,7 +245,9 @@ def write_datasets(args: argparse.Namespace, paths: list[Path], handler, prefix:
 
     summary.bytes_written = sum(w.bytes_written + w.idx_path.stat().st_size for w in writers.values())
     summary.outputs = [w.bin_path.with_suffix("") for w in writers.values()]
-    print(f"preprocess: {len(paths)} file(s) -> {prefix}_*  (handler {args.handler}, {args.workers} workers, "
-          f"tokens {handler.dtype.name})")
+    print(
+        f"preprocess: {len(paths)} file(s) -> {prefix}_*  (handler {args.handler}, {args.workers} workers, "
+        f"tokens {handler.dtype.name})"
+    )
     print("\n".join(summary.lines(skips)))
     return 0

@@ -19,7 +19,7 @@ from llm.errors import NpuboxError
 from llm.preprocess.indexed_writer import optimal_dtype
 from llm.preprocess.readers import MAX_DOCUMENT_BYTES, UNDECODABLE, Batch, TooLarge
 from llm.preprocess.report import SkipReport
-from llm.preprocess.tokenizer import LoadedTokenizer
+from llm.tokenizer import LoadedTokenizer
 
 IGNORE_INDEX = -100  # label of prompt and padding tokens: no loss there
 Arrays = dict[str, tuple[np.ndarray, np.ndarray]]  # output name -> (ids back to back, length of each sequence)
@@ -55,9 +55,7 @@ def too_large(max_document_bytes: int) -> str:
 
 def flat_ids(encodings) -> tuple[np.ndarray, np.ndarray]:
     lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
-    ids = np.fromiter(
-        itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=int(lengths.sum())
-    )
+    ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=int(lengths.sum()))
     return ids, lengths
 
 
@@ -77,8 +75,9 @@ class PretrainHandler:
     """Each row's ``--json-keys`` texts, tokenized as the tokenizer itself does (special tokens included),
     EOD appended when asked; one output per key: ``PREFIX_<key>_document``."""
 
-    def __init__(self, tok: LoadedTokenizer, json_keys: list[str], append_eod: bool,
-                 max_document_bytes: int = MAX_DOCUMENT_BYTES):
+    def __init__(
+        self, tok: LoadedTokenizer, json_keys: list[str], append_eod: bool, max_document_bytes: int = MAX_DOCUMENT_BYTES
+    ):
         if append_eod and tok.eod_id is None:
             raise NpuboxError(
                 f"tokenizer {tok.source}: --append-eod needs an end-of-document token, but tokenizer_config.json "
@@ -188,8 +187,15 @@ class InstructionHandler:
     With ``seq_length``: samples longer than it are truncated; with ``pack`` (the default) consecutive samples
     share a sequence of exactly ``seq_length`` tokens, padded with the pad token (attention_mask 0, label -100)."""
 
-    def __init__(self, tok: LoadedTokenizer, style: str, prompt_type: str, seq_length: int | None, pack: bool,
-                 max_document_bytes: int = MAX_DOCUMENT_BYTES):
+    def __init__(
+        self,
+        tok: LoadedTokenizer,
+        style: str,
+        prompt_type: str,
+        seq_length: int | None,
+        pack: bool,
+        max_document_bytes: int = MAX_DOCUMENT_BYTES,
+    ):
         if prompt_type not in TEMPLATES:
             raise NpuboxError(f"--prompt-type {prompt_type!r} is not known; expected one of {', '.join(TEMPLATES)}")
         self.template = TEMPLATES[prompt_type]
@@ -201,7 +207,9 @@ class InstructionHandler:
             raise NpuboxError(f"tokenizer {tok.source}: packing needs a pad or eos token; none is configured")
         self.dtype = np.dtype(np.int32)
         self.outputs = PACKED_OUTPUTS
-        self.columns = ["instruction", "input", "output", "system"] if style == "alpaca" else ["conversations", "system"]
+        self.columns = (
+            ["instruction", "input", "output", "system"] if style == "alpaca" else ["conversations", "system"]
+        )
         self.max_document_bytes = max_document_bytes
         self.keys_seen: set[str] = set()
         self._pack_ids: list[np.ndarray] = []
@@ -316,6 +324,4 @@ class InstructionHandler:
         if not sequences:
             return {}
         lengths = np.array([len(seq[0]) for seq in sequences], dtype=np.int64)
-        return {
-            name: (np.concatenate([seq[i] for seq in sequences]), lengths) for i, name in enumerate(PACKED_OUTPUTS)
-        }
+        return {name: (np.concatenate([seq[i] for seq in sequences]), lengths) for i, name in enumerate(PACKED_OUTPUTS)}

@@ -8,16 +8,14 @@ so memory does not grow with the input.
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
-
 import ctypes
 import ctypes.util
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 from llm.preprocess.indexed_writer import IndexedDatasetWriter
 from llm.preprocess.readers import read_batches
 from llm.preprocess.report import Progress, SkipReport, Summary
-
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 

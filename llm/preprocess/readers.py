@@ -13,9 +13,10 @@ import gzip
 import io
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from llm.errors import NpuboxError
 
@@ -121,8 +122,6 @@ def read_batches(path: Path, columns: list[str], max_row_bytes: int = MAX_DOCUME
             yield from _lines(path, fmt, max_row_bytes)
     except (OSError, EOFError, gzip.BadGzipFile) as e:
         raise NpuboxError(f"input {path}: cannot be read ({e})") from e
-
-
 
 
 def _read_line(stream: BinaryIO, limit: int) -> tuple[bytes, int]:
@@ -249,7 +248,9 @@ def _json(path: Path, max_row_bytes: int = MAX_DOCUMENT_BYTES) -> Iterator[Batch
                 if eof:
                     raise NpuboxError(f"input {path}: record {number + 1} is not valid JSON ({e.msg})") from e
                 if len(buf) - pos > MAX_JSON_RECORD:
-                    raise NpuboxError(f"input {path}: record {number + 1} is larger than {MAX_JSON_RECORD} bytes") from e
+                    raise NpuboxError(
+                        f"input {path}: record {number + 1} is larger than {MAX_JSON_RECORD} bytes"
+                    ) from e
                 buf, pos, eof = _refill(text, buf, pos, path)
                 continue
             number += 1

@@ -74,7 +74,8 @@ class Progress:
 
     def __init__(self, total_bytes: int, enabled: bool = True):
         from rich.console import Console
-        from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import Progress as RichProgress
 
         self.console = Console(file=sys.stderr)
         self.enabled = enabled

@@ -3,7 +3,7 @@
 - ``mcore`` (CPU, CUDA; and wherever no spec is baked): our own loop on megatron-core's GPTModel. One concept per
   file: ``config`` (flags and their defaults), ``data`` (GPTDataset over our indexed data, micro-batches per
   data-parallel rank), ``schedule`` (warmup + cosine LR), ``metrics`` (log line, JSONL, MFU, progress bar),
-  ``checkpointing`` (save/resume in Megatron's layout) and ``train`` (the loop).
+  ``training_state`` (save/resume a run in Megatron's layout) and ``train`` (the loop).
 - ``mindspeed-llm`` (Ascend stacks): the stack's own MindSpeed-LLM / ModelLink ``pretrain_gpt.py`` under torchrun,
   with its example script's flags (``mindspeed_llm``), its log lines read into the same metrics (``megatron_log``,
   ``mindspeed_run``).
@@ -20,7 +20,7 @@ ENGINES = ("mcore", "mindspeed-llm")
 
 def baked_engine() -> str:
     """The engine the image's baked spec names (``mcore`` when there is no spec or it names none)."""
-    from llm.envinfo import load_baked
+    from llm.runtime_report import load_baked
 
     baked = load_baked()
     return ((baked or {}).get("spec") or {}).get("engine") or "mcore"

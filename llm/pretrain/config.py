@@ -1,26 +1,23 @@
 """Pretraining flags: one typed config, its argparse, and the defaults a `--model` implies.
 
-Reference flags are seed 004's (MindSpeed-LLM 2.0.0 ``pretrain_qwen25_7b_32k_ptd.sh``): TP4 PP2,
-seq 4096, MBS 1, GBS 64 (from the recipe), ``--lr 1.25e-6 --min-lr 1.25e-7 --lr-decay-style cosine
---lr-warmup-fraction 0.01 --weight-decay 1e-1 --clip-grad 1.0 --adam-beta1 0.9 --adam-beta2 0.95
---init-method-std 0.01 --seed 42 --train-iters 2000 --bf16``. Tiny test recipes train in fp32 with
-a larger LR so that 20 steps move the loss.
+The recipe gives the parallel layout, sequence length and batch sizes (``parallelism.pretrain``) and the
+learning rates, step count and precision (``training``). The other defaults are those of MindSpeed-LLM 2.0.0
+``examples/mcore/qwen25/pretrain_qwen25_7b_32k_ptd.sh``: ``--lr-decay-style cosine --lr-warmup-fraction 0.01
+--weight-decay 1e-1 --clip-grad 1.0 --adam-beta1 0.9 --adam-beta2 0.95 --init-method-std 0.01 --seed 42``.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
+from llm.checkpoint import TRACKER_FILE
 from llm.errors import NpuboxError
 from llm.fusions import parse_fusions
 from llm.recipes import Recipe, load_recipe
 from llm.workspace import Workspace
-
-SEED_004 = dict(lr=1.25e-6, min_lr=1.25e-7, train_iters=2000, bf16=True)
-TINY = dict(lr=1e-3, min_lr=1e-4, train_iters=50, bf16=False)
 
 
 @dataclass(frozen=True)
@@ -73,9 +70,6 @@ class PretrainConfig:
             )
         return dp
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -96,11 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     a("--pp", type=int, help="pipeline-parallel size; default: the recipe's")
     a("--seq-length", type=int, help="tokens per sample; default: the recipe's")
     a("--micro-batch-size", type=int, help="samples per micro-batch per data-parallel rank; default: the recipe's")
-    a("--global-batch-size", type=int, help="samples per optimizer step (gradient accumulation fills it); default: the recipe's")
-    a("--train-iters", type=int, help="optimizer steps (2000 as in seed 004; 50 for tiny recipes)")
-    a("--lr", type=float, help="peak learning rate (1.25e-6 as in seed 004; 1e-3 for tiny recipes)")
-    a("--min-lr", type=float, help="learning rate at the end of the cosine decay (1.25e-7; tiny: 1e-4)")
-    a("--warmup", type=int, help="linear warmup iterations; default: 1%% of --train-iters (seed 004's --lr-warmup-fraction 0.01)")
+    a(
+        "--global-batch-size",
+        type=int,
+        help="samples per optimizer step (gradient accumulation fills it); default: the recipe's",
+    )
+    a("--train-iters", type=int, help="optimizer steps; default: the recipe's training.train_iters")
+    a("--lr", type=float, help="peak learning rate; default: the recipe's training.lr")
+    a(
+        "--min-lr",
+        type=float,
+        help="learning rate at the end of the cosine decay; default: the recipe's training.min_lr",
+    )
+    a("--warmup", type=int, help="linear warmup iterations; default: 1%% of --train-iters (--lr-warmup-fraction 0.01)")
     a("--weight-decay", type=float, default=0.1)
     a("--clip-grad", type=float, default=1.0, help="clip the global gradient norm to this value")
     a("--adam-beta1", type=float, default=0.9)
@@ -108,27 +110,50 @@ def build_parser() -> argparse.ArgumentParser:
     a("--init-method-std", type=float, default=0.01, help="std of the random init (used when nothing is loaded)")
     a("--seed", type=int, default=42)
     bf16 = p.add_mutually_exclusive_group()
-    bf16.add_argument("--bf16", dest="bf16", action="store_true", default=None, help="train in bf16 (default for real recipes)")
-    bf16.add_argument("--fp32", dest="bf16", action="store_false", help="train in fp32 (default for tiny recipes)")
-    a("--load", help="checkpoint directory to start from: a converted one (weights only) or a pretrain one (exact resume)")
+    bf16.add_argument(
+        "--bf16",
+        dest="bf16",
+        action="store_true",
+        default=None,
+        help="train in bf16; default: the recipe's training.precision",
+    )
+    bf16.add_argument("--fp32", dest="bf16", action="store_false", help="train in fp32")
+    a(
+        "--load",
+        help="checkpoint directory to start from: a converted one (weights only) or a pretrain one (exact resume)",
+    )
     a("--save", help="checkpoint directory to write; default: checkpoints/<model>/pretrain")
     a("--save-interval", type=int, help="save every N iterations (and at the end); default: --train-iters")
     a("--keep-last", type=int, help="keep only the last K checkpoints in --save")
     a("--exit-interval", type=int, help="save and stop at the first iteration that is a multiple of N")
     a("--log-interval", type=int, default=1, help="print a log line every N iterations (JSONL gets every one)")
-    a("--metrics", dest="metrics_path", help="JSONL metrics file; default: logs/pretrain-<model>.jsonl in the workspace")
+    a(
+        "--metrics",
+        dest="metrics_path",
+        help="JSONL metrics file; default: logs/pretrain-<model>.jsonl in the workspace",
+    )
     dopt = p.add_mutually_exclusive_group()
     dopt.add_argument(
-        "--distributed-optimizer", dest="distributed_optimizer", action="store_true", default=True,
+        "--distributed-optimizer",
+        dest="distributed_optimizer",
+        action="store_true",
+        default=True,
         help="shard optimizer state across data-parallel ranks (megatron-core's DistributedOptimizer)",
     )
     dopt.add_argument("--no-distributed-optimizer", dest="distributed_optimizer", action="store_false")
     a("--no-progress", dest="progress", action="store_false", help="no progress bar (log lines only)")
-    a("--attention", choices=["sdpa", "unfused"],
-      help="core attention: torch's scaled_dot_product_attention or megatron-core's unfused one; "
-           "default: sdpa on CUDA and CPU, unfused on NPU")
-    a("--fusions", default="none", help="comma-separated kernel fusions that need no Apex/Transformer Engine: "
-      "swiglu, bias-dropout-add, cross-entropy, adam (fused AdamW), compile (torch.compile), or none")
+    a(
+        "--attention",
+        choices=["sdpa", "unfused"],
+        help="core attention: torch's scaled_dot_product_attention or megatron-core's unfused one; "
+        "default: sdpa on CUDA and CPU, unfused on NPU",
+    )
+    a(
+        "--fusions",
+        default="none",
+        help="comma-separated kernel fusions that need no Apex/Transformer Engine: "
+        "swiglu, bias-dropout-add, cross-entropy, adam (fused AdamW), compile (torch.compile), or none",
+    )
     return p
 
 
@@ -168,9 +193,11 @@ def check_resume(load: str, cfg_values: dict) -> None:
             f"--train-iters {cfg_values['train_iters']}: --load {load} is already at iteration {step}; pass a larger "
             f"--train-iters to continue it, or --save to another folder to start a new run"
         )
-    changed = [f"--{k.replace('_', '-')} {getattr(args, k)} (now {cfg_values[k]})"
-               for k in ("data_path", "seq_length", "global_batch_size") if getattr(args, k, None) is not None
-               and str(getattr(args, k)) != str(cfg_values[k])]  # fmt: skip
+    changed = [
+        f"--{k.replace('_', '-')} {getattr(args, k)} (now {cfg_values[k]})"
+        for k in ("data_path", "seq_length", "global_batch_size")
+        if getattr(args, k, None) is not None and str(getattr(args, k)) != str(cfg_values[k])
+    ]
     if changed:
         raise NpuboxError(
             f"--load {load} (iteration {step}) was trained with {', '.join(changed)}; resuming would silently change "
@@ -184,15 +211,26 @@ def config_from_args(ns: argparse.Namespace, workspace: Workspace | None = None)
     recipe: Recipe = load_recipe(ns.model)
     ws = workspace or Workspace.from_env()
     par = recipe.defaults("pretrain")
-    base = TINY if recipe.tiny else SEED_004
+    training = recipe.training
     tp = ns.tp or par.tp
     pp = ns.pp or par.pp
     seq_length = ns.seq_length or par.seq_length or 1024
     mbs = ns.micro_batch_size or par.micro_batch_size or 1
     gbs = ns.global_batch_size or par.global_batch_size or mbs
-    train_iters = ns.train_iters or base["train_iters"]
-    for name in ("tp", "pp", "seq_length", "micro_batch_size", "global_batch_size", "train_iters",
-                 "lr", "save_interval", "keep_last", "exit_interval", "log_interval"):
+    train_iters = ns.train_iters or training.train_iters
+    for name in (
+        "tp",
+        "pp",
+        "seq_length",
+        "micro_batch_size",
+        "global_batch_size",
+        "train_iters",
+        "lr",
+        "save_interval",
+        "keep_last",
+        "exit_interval",
+        "log_interval",
+    ):
         _positive(name, getattr(ns, name, None))
     for name in ("lr", "min_lr", "weight_decay", "clip_grad", "adam_beta1", "adam_beta2", "init_method_std"):
         _finite(name, getattr(ns, name, None))
@@ -201,7 +239,7 @@ def config_from_args(ns: argparse.Namespace, workspace: Workspace | None = None)
             f"--seq-length {seq_length} exceeds recipe {recipe.name}'s max_position_embeddings "
             f"({recipe.architecture.max_position_embeddings})"
         )
-    data_path = ns.data_path or f"{ws.dataset_prefix(ns.model, 'sample')}_text_document"
+    data_path = ns.data_path or str(ws.text_dataset(ns.model))
     if not Path(f"{data_path}.idx").is_file() or not Path(f"{data_path}.bin").is_file():
         raise NpuboxError(
             f"--data-path {data_path}: {data_path}.bin/.idx not found; expected a Megatron indexed dataset "
@@ -210,19 +248,26 @@ def config_from_args(ns: argparse.Namespace, workspace: Workspace | None = None)
     from llm.indexed_dataset import check_indexed_dataset
 
     check_indexed_dataset(data_path)
-    save = ns.save or str(ws.checkpoint_dir(ns.model, "pretrain"))
+    save = ns.save or str(ws.pretrain_dir(ns.model))
     load = ns.load
     if load is None:
-        converted = ws.checkpoint_dir(ns.model, f"hf-tp{tp}-pp{pp}")
-        if (Path(save) / "latest_checkpointed_iteration.txt").is_file():
+        converted = ws.converted_dir(ns.model, tp, pp)
+        if (Path(save) / TRACKER_FILE).is_file():
             load = save  # resume our own run
-        elif (converted / "latest_checkpointed_iteration.txt").is_file():
+        elif (converted / TRACKER_FILE).is_file():
             load = str(converted)
-    elif not (Path(load) / "latest_checkpointed_iteration.txt").is_file():
-        raise NpuboxError(f"--load {load}: latest_checkpointed_iteration.txt not found; expected a Megatron checkpoint directory")
+    elif not (Path(load) / TRACKER_FILE).is_file():
+        raise NpuboxError(f"--load {load}: {TRACKER_FILE} not found; expected a Megatron checkpoint directory")
     if load is not None:
-        check_resume(load, {"train_iters": train_iters, "data_path": str(data_path), "seq_length": seq_length,
-                            "global_batch_size": gbs})  # fmt: skip
+        check_resume(
+            load,
+            {
+                "train_iters": train_iters,
+                "data_path": str(data_path),
+                "seq_length": seq_length,
+                "global_batch_size": gbs,
+            },
+        )
     return PretrainConfig(
         model=ns.model,
         data_path=str(data_path),
@@ -232,8 +277,8 @@ def config_from_args(ns: argparse.Namespace, workspace: Workspace | None = None)
         micro_batch_size=mbs,
         global_batch_size=gbs,
         train_iters=train_iters,
-        lr=ns.lr if ns.lr is not None else base["lr"],
-        min_lr=ns.min_lr if ns.min_lr is not None else base["min_lr"],
+        lr=ns.lr if ns.lr is not None else training.lr,
+        min_lr=ns.min_lr if ns.min_lr is not None else training.min_lr,
         warmup=ns.warmup if ns.warmup is not None else math.ceil(0.01 * train_iters),
         weight_decay=ns.weight_decay,
         clip_grad=ns.clip_grad,
@@ -241,7 +286,7 @@ def config_from_args(ns: argparse.Namespace, workspace: Workspace | None = None)
         adam_beta2=ns.adam_beta2,
         init_method_std=ns.init_method_std,
         seed=ns.seed,
-        bf16=ns.bf16 if ns.bf16 is not None else base["bf16"],
+        bf16=ns.bf16 if ns.bf16 is not None else training.precision == "bf16",
         load=load,
         save=save,
         save_interval=ns.save_interval or train_iters,

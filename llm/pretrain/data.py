@@ -11,7 +11,7 @@ with different TP/PP/DP comparable, and a resume at step ``s`` exact.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 from llm.pretrain.config import PretrainConfig
 
@@ -23,8 +23,9 @@ def build_train_dataset(cfg: PretrainConfig, vocab_size: int):
     from llm.compat import build_gpt_dataset
 
     cache = os.path.join(os.path.dirname(os.path.abspath(cfg.data_path)), "cache")
-    return build_gpt_dataset(cfg.data_path, cfg.seq_length, cfg.train_iters * cfg.global_batch_size, cfg.seed, cache,
-                             vocab_size)  # fmt: skip
+    return build_gpt_dataset(
+        cfg.data_path, cfg.seq_length, cfg.train_iters * cfg.global_batch_size, cfg.seed, cache, vocab_size
+    )
 
 
 def sample_indices(cfg: PretrainConfig, dp: int, dp_rank: int, step: int, microbatch: int) -> range:

@@ -108,7 +108,7 @@ def parse_line(line: str) -> IterationLog | None:
     if m is None:
         return None
     log = IterationLog(int(m.group(1)), int(m.group(2)))
-    for part in line[m.end():].split("|"):
+    for part in line[m.end() :].split("|"):
         key, sep, value = part.partition(":")
         if sep and key.strip():
             log.fields[key.strip()] = value.strip()

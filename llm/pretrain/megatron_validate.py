@@ -146,8 +146,12 @@ def install_npu_stand_ins(source: str) -> list[str]:
         torch.nn.DotProductAttention = getattr(torch.nn, "DotProductAttention", torch.nn.Module)
         flash = types.ModuleType("flash_attn.flash_attn_interface")
         flash.flash_attn_unpadded_func = torch.nn.Module
-        placeholders = {"transformer_engine": te, "fused_layer_norm_cuda": types.ModuleType("fused_layer_norm_cuda"),
-                        "amp_C": types.ModuleType("amp_C"), "flash_attn.flash_attn_interface": flash}
+        placeholders = {
+            "transformer_engine": te,
+            "fused_layer_norm_cuda": types.ModuleType("fused_layer_norm_cuda"),
+            "amp_C": types.ModuleType("amp_C"),
+            "flash_attn.flash_attn_interface": flash,
+        }
         for name, module in placeholders.items():
             sys.modules.setdefault(name, module)
         done.append("transformer_engine (absent): AscendSpeed's placeholder modules")
@@ -187,8 +191,9 @@ def check(argv: list[str], source: str, world_size: int, stand_ins: bool = True)
     for module in modules:  # as the stack's adaptor patches them
         if hasattr(module, "parse_args_decorator"):
             parse = module.parse_args_decorator(parse)
-        decorator = getattr(module, "validate_args_v2_decorator", None) or getattr(module, "validate_args_decorator",
-                                                                                   None)  # 26.0.0: v2
+        decorator = getattr(module, "validate_args_v2_decorator", None) or getattr(
+            module, "validate_args_decorator", None
+        )  # 26.0.0: v2
         if decorator is not None:
             validate = decorator(validate)
             report.validated_by.append(f"{module.__name__}.{decorator.__name__}")
@@ -226,20 +231,21 @@ def throwaway_workspace(root: Path, model: str, tp: int, pp: int):
     marker: parse_args and validate_args read none of them."""
     import numpy as np
 
+    from llm.checkpoint import TRACKER_FILE
     from llm.preprocess.indexed_writer import IndexedDatasetWriter, publish
     from llm.workspace import Workspace
 
     ws = Workspace(root)
-    prefix = ws.dataset_prefix(model, "sample").with_name("sample_text_document")
+    prefix = ws.text_dataset(model)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     writer = IndexedDatasetWriter(prefix, np.dtype(np.int32))
     writer.add_documents(np.arange(8, dtype=np.int32), np.array([8], dtype=np.int32))
     writer.finish()
     publish([writer])
     ws.hf_dir(model).mkdir(parents=True)  # MindSpeed-LLM's validation checks that the tokenizer folder exists
-    converted = ws.checkpoint_dir(model, f"hf-tp{tp}-pp{pp}")
+    converted = ws.converted_dir(model, tp, pp)
     converted.mkdir(parents=True)
-    (converted / "latest_checkpointed_iteration.txt").write_text("1")
+    (converted / TRACKER_FILE).write_text("1")
     return ws
 
 
@@ -262,14 +268,17 @@ def composed_argv(argv: list[str], nnodes: int, nproc_per_node: int, root: Path)
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(prog="python -m llm.pretrain.megatron_validate", description=__doc__.split("\n\n")[0],
-                                allow_abbrev=False)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m llm.pretrain.megatron_validate", description=__doc__.split("\n\n")[0], allow_abbrev=False
+    )
     p.add_argument("--nnodes", type=int, default=1)
     p.add_argument("--nproc-per-node", type=int, default=8)
     opts, rest = p.parse_known_args(argv)
     if "--stack" not in rest:
-        print("error: --stack COMMIT (the MindSpeed-LLM / ModelLink commit of the tree on PYTHONPATH) is required",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "error: --stack COMMIT (the MindSpeed-LLM / ModelLink commit of the tree on PYTHONPATH) is required",
+            file=sys.stderr,
+        )
         return 2
     try:
         with tempfile.TemporaryDirectory(prefix="npubox-validate-") as tmp:

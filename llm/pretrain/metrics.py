@@ -97,8 +97,13 @@ class MetricsLog:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.progress = Progress(
-                TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                console=Console(file=sys.stderr), transient=True,
+                TextColumn("pretrain"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=Console(file=sys.stderr),
+                transient=True,
             )
             self.task = self.progress.add_task("pretrain", total=train_iters, completed=start_iteration)
             self.progress.start()

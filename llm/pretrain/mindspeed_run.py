@@ -27,8 +27,15 @@ from pathlib import Path
 from llm.errors import NpuboxError
 from llm.pretrain.megatron_log import parse_line
 from llm.pretrain.metrics import StepMetrics, flops_per_step
-from llm.pretrain.mindspeed_llm import (Composed, ExampleScript, Stack, compose, script_for, stack_for_commit,
-                                        stack_from_spec)
+from llm.pretrain.mindspeed_llm import (
+    Composed,
+    ExampleScript,
+    Stack,
+    compose,
+    script_for,
+    stack_for_commit,
+    stack_from_spec,
+)
 
 SOURCES_ROOT = Path(os.environ.get("NPUBOX_SOURCES", "/opt/npubox/sources"))  # where images unpack pinned sources
 PROGRAM = "pretrain_gpt.py"
@@ -62,10 +69,14 @@ class EnginePlan:
 
 
 def engine_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m llm pretrain", add_help=False, allow_abbrev=False,
-                                usage="[--dry-run] [--stack COMMIT] [--source-dir DIR] [pretrain options] [-- flags]",
-                                epilog="After --: Megatron / MindSpeed-LLM flags for pretrain_gpt.py, each replacing a "
-                                "composed flag of the same name.")  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m llm pretrain",
+        add_help=False,
+        allow_abbrev=False,
+        usage="[--dry-run] [--stack COMMIT] [--source-dir DIR] [pretrain options] [-- flags]",
+        epilog="After --: Megatron / MindSpeed-LLM flags for pretrain_gpt.py, each replacing a "
+        "composed flag of the same name.",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the torchrun command and environment, run nothing")
     p.add_argument("--stack", help="MindSpeed-LLM / ModelLink commit (default: the image's baked spec)")
     p.add_argument("--source-dir", type=Path, help="the MindSpeed-LLM / ModelLink tree (default: the image's)")
@@ -90,19 +101,20 @@ def world_size(launch_ns: argparse.Namespace, nproc: int) -> int:
         raise NpuboxError(f"--nnodes {launch_ns.nnodes!r}: expected a number or MIN:MAX") from None
 
 
-def make_plan(argv: list[str], launch_ns: argparse.Namespace | None = None, devices: int = 0,
-              workspace=None) -> tuple[EnginePlan, argparse.Namespace]:
+def make_plan(
+    argv: list[str], launch_ns: argparse.Namespace | None = None, devices: int = 0, workspace=None
+) -> tuple[EnginePlan, argparse.Namespace]:
     """Everything the run needs, checked, before anything starts. ``devices``: devices found on this node."""
-    from llm.envinfo import load_baked
     from llm.launch import build_parser as launch_parser
     from llm.launch import plan as launch_plan
     from llm.pretrain.config import build_parser, config_from_args
     from llm.recipes import load_recipe
+    from llm.runtime_report import load_baked
     from llm.workspace import Workspace
 
     if "--" in argv:
         cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
+        argv, extra = argv[:cut], argv[cut + 1 :]
     else:
         extra = []
     opts, rest = engine_parser().parse_known_args(argv)
@@ -116,8 +128,10 @@ def make_plan(argv: list[str], launch_ns: argparse.Namespace | None = None, devi
     else:
         baked = load_baked()
         if baked is None:
-            raise NpuboxError("the mindspeed-llm engine runs the image's MindSpeed-LLM source, and this is not an npubox "
-                              "image (no baked spec); pass --stack COMMIT --source-dir DIR, or --engine mcore")  # fmt: skip
+            raise NpuboxError(
+                "the mindspeed-llm engine runs the image's MindSpeed-LLM source, and this is not an npubox "
+                "image (no baked spec); pass --stack COMMIT --source-dir DIR, or --engine mcore"
+            )
         stack, source = stack_from_spec(baked["spec"])
     source_dir = opts.source_dir or SOURCES_ROOT / (source or stack.source)
     script = script_for(stack, recipe.name)
@@ -137,8 +151,10 @@ def make_plan(argv: list[str], launch_ns: argparse.Namespace | None = None, devi
 
 def render(plan: EnginePlan) -> str:
     """The command as a shell would run it: environment, torchrun's options, the program, then one flag a line."""
-    head = [f"# {plan.stack.name} ({plan.stack.commit}): {plan.script.path}, world size {plan.world_size}",
-            f"cd {shlex.quote(str(plan.source_dir))}"]  # fmt: skip
+    head = [
+        f"# {plan.stack.name} ({plan.stack.commit}): {plan.script.path}, world size {plan.world_size}",
+        f"cd {shlex.quote(str(plan.source_dir))}",
+    ]
     program_at = plan.torchrun_args.index(str(plan.program))
     command = [f"{k}={shlex.quote(v)}" for k, v in sorted(plan.env.items())] + ["torchrun"]
     command += [f"  {shlex.quote(a)}" for a in plan.torchrun_args[:program_at]]
@@ -187,8 +203,10 @@ def main(argv: list[str], launch_ns: argparse.Namespace | None = None) -> int:
     if {"-h", "--help"} & set(argv[: argv.index("--")] if "--" in argv else argv):
         print(engine_parser().format_help().replace("usage: ", "the mindspeed-llm engine's own options: ", 1))
     if launch_ns is None and "LOCAL_RANK" in os.environ:
-        raise NpuboxError("the mindspeed-llm engine starts torchrun itself: run `python -m llm pretrain` (or `llm launch "
-                          "pretrain`) once per node, not under torchrun")  # fmt: skip
+        raise NpuboxError(
+            "the mindspeed-llm engine starts torchrun itself: run `python -m llm pretrain` (or `llm launch "
+            "pretrain`) once per node, not under torchrun"
+        )
     dry_run = engine_parser().parse_known_args(argv[: argv.index("--")] if "--" in argv else argv)[0].dry_run
     dry_run = dry_run or bool(launch_ns is not None and launch_ns.dry_run)
     accel = None
@@ -203,16 +221,25 @@ def main(argv: list[str], launch_ns: argparse.Namespace | None = None) -> int:
     if dry_run:
         return 0
     if not plan.program.is_file():
-        raise NpuboxError(f"{plan.program} not found: no {plan.stack.source} source at {plan.source_dir} "
-                          "(this image's spec names one; elsewhere pass --source-dir)")  # fmt: skip
+        raise NpuboxError(
+            f"{plan.program} not found: no {plan.stack.source} source at {plan.source_dir} "
+            "(this image's spec names one; elsewhere pass --source-dir)"
+        )
 
     from llm.pretrain.metrics import MetricsLog
 
     train_iters = int(dict(f for _, flags in plan.composed.groups for f in flags)["--train-iters"][0])
     log = MetricsLog(plan.cfg.metrics_path, train_iters, 0, plan.cfg.log_interval, plan.cfg.progress)
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *plan.torchrun_args],
-                            cwd=plan.source_dir, env={**os.environ, **plan.env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", *plan.torchrun_args],
+        cwd=plan.source_dir,
+        env={**os.environ, **plan.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        bufsize=1,
+    )
     try:
         stream(proc.stdout, plan, accel.peak_tflops, log)
         code = proc.wait()

@@ -1,5 +1,5 @@
 """Learning rate: linear warmup from 0 to --lr over --warmup steps, then cosine decay to --min-lr
-at --train-iters (seed 004's --lr-decay-style cosine), with constant weight decay. This is
+at --train-iters (Megatron's --lr-decay-style cosine), with constant weight decay. This is
 megatron-core's OptimizerParamScheduler, stepped once per optimizer step."""
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from functools import partial
 from llm import heartbeat
 from llm.accel import Accelerator, detect
 from llm.errors import NpuboxError
-from llm.pretrain import checkpointing
+from llm.pretrain import training_state
 from llm.pretrain.config import PretrainConfig, parse_config
 
 
@@ -21,7 +21,7 @@ def main(argv: list[str]) -> int:
     cfg = parse_config(argv)
     accel = detect()  # before any megatron import: on NPU, MindSpeed patches megatron
     warnings.filterwarnings("ignore", message="Transformer Engine and Apex are not installed")
-    from llm.model import destroy_distributed, init_distributed
+    from llm.distributed import destroy_distributed, init_distributed
 
     dist = init_distributed(cfg.tp, cfg.pp, accel)
     try:
@@ -92,12 +92,19 @@ def train(cfg: PretrainConfig, accel: Accelerator, dist) -> None:
 
     # Model: random init, then the weights of --load (converted or pretrained).
     model = build_gpt_model(
-        recipe, cfg.tp, cfg.pp, dtype=dtype, seq_length=cfg.seq_length, accel=accel,
-        init_method_std=cfg.init_method_std, attention=cfg.attention, fusions=cfg.fusions,
+        recipe,
+        cfg.tp,
+        cfg.pp,
+        dtype=dtype,
+        seq_length=cfg.seq_length,
+        accel=accel,
+        init_method_std=cfg.init_method_std,
+        attention=cfg.attention,
+        fusions=cfg.fusions,
     )
-    loaded = checkpointing.read(cfg.load, cfg, dist) if cfg.load else None
+    loaded = training_state.read(cfg.load, cfg, dist) if cfg.load else None
     if loaded is not None:
-        checkpointing.load_model(loaded, model)
+        training_state.load_model(loaded, model)
     if "compile" in cfg.fusions:
         model.compile()  # in place: parameters and state-dict keys stay the module's own
 
@@ -133,7 +140,7 @@ def train(cfg: PretrainConfig, accel: Accelerator, dist) -> None:
     scheduler = build_lr_scheduler(optimizer, cfg)
     start, consumed = 0, 0
     if loaded is not None and loaded.resumable:
-        start, consumed = checkpointing.restore_training_state(loaded, optimizer, scheduler, accel, use_dist_opt)
+        start, consumed = training_state.restore_training_state(loaded, optimizer, scheduler, accel, use_dist_opt)
     set_fused_adam(optimizer, "adam" in cfg.fusions)
     del loaded  # the rank file's tensors are no longer needed
 
@@ -177,14 +184,26 @@ def train(cfg: PretrainConfig, accel: Accelerator, dist) -> None:
             accel.synchronize()
             step_time = time.perf_counter() - t0
             if log is not None:
-                log.log(step_metrics(
-                    iteration, loss, lr, grad_norm, step_time, tokens_per_step, flops,
-                    dist.world_size, accel.peak_tflops, consumed,
-                ))
+                log.log(
+                    step_metrics(
+                        iteration,
+                        loss,
+                        lr,
+                        grad_norm,
+                        step_time,
+                        tokens_per_step,
+                        flops,
+                        dist.world_size,
+                        accel.peak_tflops,
+                        consumed,
+                    )
+                )
 
             stop = cfg.exit_interval is not None and iteration % cfg.exit_interval == 0
             if cfg.save and (iteration % cfg.save_interval == 0 or iteration == cfg.train_iters or stop):
-                checkpointing.save(cfg, recipe, dist, accel, model, optimizer, scheduler, iteration, consumed, use_dist_opt)
+                training_state.save(
+                    cfg, recipe, dist, accel, model, optimizer, scheduler, iteration, consumed, use_dist_opt
+                )
                 if log is not None:
                     log.print(f"saved iteration {iteration} to {cfg.save}")
             if stop:

@@ -1,26 +1,20 @@
-"""Model recipes: each model's architecture, tokenizer and default parallelism per phase.
+"""Model recipes: each model's architecture, tokenizer, default parallelism per phase and training defaults.
 
 One YAML file per model in this folder (``<name>.yaml``); ``source`` cites where the numbers
-come from (a Hugging Face ``config.json`` or a seed document). Light: no torch here.
+come from (a Hugging Face ``config.json``, a public training guide or example script). Light: no torch here.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from llm.errors import NpuboxError
-from llm.yamlfile import load_model
+from llm.yamlfile import NAME_RE, NAME_RULE, Strict, load_model
 
 RECIPE_DIR = Path(__file__).parent
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Architecture(Strict):
@@ -72,18 +66,43 @@ class Tokenizer(Strict):
     vocab_size: int | None = None  # for sample tokenizers: the size to train
 
 
+class Training(Strict):
+    """What `python -m llm pretrain` trains with unless its flags say otherwise (cosine decay from lr to min_lr)."""
+
+    lr: float = Field(gt=0)
+    min_lr: float = Field(ge=0)
+    train_iters: int = Field(gt=0)
+    precision: Literal["bf16", "fp32"]
+
+
 class Recipe(Strict):
     name: str
     family: Literal["qwen", "qwen2", "llama"]  # qwen = Qwen v1 (c_attn), qwen2 = Qwen1.5/2/2.5, llama = Llama/Aquila2
     hf_architecture: str  # e.g. Qwen2ForCausalLM
-    source: str  # citation: HF config URL / seed file
+    source: str  # citation: HF config URL, the public guide or script of the parallelism and training defaults
     architecture: Architecture
     tokenizer: Tokenizer = Tokenizer()
     parallelism: dict[Literal["convert", "pretrain", "eval"], Parallelism] = {}
+    training: Training
     tiny: bool = False  # a test model: sample weights are generated locally
 
     def defaults(self, phase: str) -> Parallelism:
         return self.parallelism.get(phase, Parallelism())
+
+    def check_tp(self, tp: int) -> None:
+        """Refuse a tensor-parallel size under which a rank would hold part of a head, a query group, an MLP
+        column block or a vocabulary shard."""
+        a = self.architecture
+        for what, value in (
+            ("num_attention_heads", a.num_attention_heads),
+            ("num_query_groups", a.num_query_groups),
+            ("ffn_hidden_size", a.ffn_hidden_size),
+            ("padded vocab size", a.padded_vocab_size(tp) if tp >= 1 else a.vocab_size),
+        ):
+            if tp < 1 or value % tp:
+                raise NpuboxError(
+                    f"--tp {tp} does not divide {what} ({value}) of recipe {self.name}; choose a divisor of it"
+                )
 
 
 def recipe_names() -> list[str]:
@@ -92,7 +111,7 @@ def recipe_names() -> list[str]:
 
 def load_recipe(name: str) -> Recipe:
     if not NAME_RE.match(name or ""):
-        raise NpuboxError(f"model name {name!r} is not valid: use lowercase letters, digits, '.', '_' and '-'")
+        raise NpuboxError(f"model name {name!r} is not valid: use {NAME_RULE}")
     path = RECIPE_DIR / f"{name}.yaml"
     if not path.is_file():
         raise NpuboxError(f"unknown model {name!r}; known models: {', '.join(recipe_names())}")

@@ -12,14 +12,18 @@ from llm.recipes.hfconfig import disagreements, read_hf_config
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m llm recipe", description="Model recipes: architecture and default parallelism.")
+    p = argparse.ArgumentParser(
+        prog="python -m llm recipe", description="Model recipes: architecture and default parallelism."
+    )
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="one line per recipe: name, family, layers, hidden size, default TP/PP")
     show = sub.add_parser("show", help="print one recipe as YAML, with its padded vocabulary per phase's TP")
     show.add_argument("model", help="recipe name (see `list`)")
     check = sub.add_parser("check", help="compare a recipe with a Hugging Face config.json; exit 1 on any disagreement")
     check.add_argument("--model", required=True, help="recipe name")
-    check.add_argument("--hf-config", required=True, type=Path, help="path to config.json (or the HF directory holding it)")
+    check.add_argument(
+        "--hf-config", required=True, type=Path, help="path to config.json (or the HF directory holding it)"
+    )
     return p
 
 

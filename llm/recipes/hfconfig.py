@@ -1,10 +1,10 @@
 """A recipe's architecture ⇄ a Hugging Face ``config.json``, per model family. Light: no torch.
 
-    qwen   Qwen v1 (QWenLMHeadModel, remote code): intermediate_size is twice the SwiGLU width
-           (w1 and w2 each hold half), kv_channels, rotary_emb_base, layer_norm_epsilon; c_attn
-           always has a bias and there is no GQA.
-    qwen2  Qwen1.5 / Qwen2 / Qwen2.5 (Qwen2ForCausalLM): q/k/v always have a bias.
-    llama  Llama / Aquila2 (LlamaForCausalLM, AquilaForCausalLM): attention_bias names the qkv bias.
+qwen   Qwen v1 (QWenLMHeadModel, remote code): intermediate_size is twice the SwiGLU width
+       (w1 and w2 each hold half), kv_channels, rotary_emb_base, layer_norm_epsilon; c_attn
+       always has a bias and there is no GQA.
+qwen2  Qwen1.5 / Qwen2 / Qwen2.5 (Qwen2ForCausalLM): q/k/v always have a bias.
+llama  Llama / Aquila2 (LlamaForCausalLM, AquilaForCausalLM): attention_bias names the qkv bias.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from llm.errors import NpuboxError
+
 
 def read_hf_config(path: Path) -> dict:
     """A HF `config.json` (or the folder holding it) as a dict, or one clear sentence."""

@@ -4,23 +4,20 @@ Writes, under the workspace:
     data/raw/sample.jsonl           {"text": ...} per stdlib docstring (pretraining sample)
     data/raw/sample_alpaca.jsonl    {"instruction", "input", "output"} made from the same docstrings
     models/<model>/hf/              tokenizer.json + tokenizer_config.json (byte-level BPE, Qwen2 rules),
-                                    and config.json + model.safetensors when llm.sample.weights exists
+                                    config.json + model.safetensors (random weights of the recipe's shape)
 No network; the same interpreter and inputs give the same bytes on every run.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
-import sys
 import time
 
 from llm.atomic import atomic_dir, atomic_path
 from llm.errors import NpuboxError
 from llm.recipes import load_recipe
+from llm.sample.bpe_tokenizer import save_tokenizer, train_tokenizer
 from llm.sample.corpus import alpaca_lines, pretrain_lines, stdlib_docstrings
-from llm.sample.tokenizer import save_tokenizer, train_tokenizer
 from llm.workspace import Workspace
 
 
@@ -58,18 +55,22 @@ def main(argv: list[str]) -> int:
     raw = ws.raw_data()
     n_text = write_lines(raw / "sample.jsonl", pretrain_lines(docs))
     n_alpaca = write_lines(raw / "sample_alpaca.jsonl", alpaca_lines(docs))
-    print(f"corpus: {n_text} documents -> {raw / 'sample.jsonl'}; {n_alpaca} instructions -> {raw / 'sample_alpaca.jsonl'}")
+    print(
+        f"corpus: {n_text} documents -> {raw / 'sample.jsonl'}; "
+        f"{n_alpaca} instructions -> {raw / 'sample_alpaca.jsonl'}"
+    )
 
     hf_dir = ws.hf_dir(args.model)
     with atomic_dir(hf_dir) as tmp:
         tok = train_tokenizer((d.text for d in docs), recipe.tokenizer.vocab_size)
-        save_tokenizer(tok, tmp, model_max_length=recipe.architecture.max_position_embeddings)
+        tokenizer_class = "Qwen2Tokenizer" if recipe.family == "qwen2" else "PreTrainedTokenizerFast"
+        save_tokenizer(
+            tok, tmp, model_max_length=recipe.architecture.max_position_embeddings, tokenizer_class=tokenizer_class
+        )
         print(f"tokenizer: byte-level BPE, {tok.get_vocab_size()} tokens")
-        if importlib.util.find_spec("llm.sample.weights") is not None:
-            weights = importlib.import_module("llm.sample.weights")
-            weights.write_sample_weights(recipe, tmp, seed=0)
-            print("weights: config.json + model.safetensors")
-        else:
-            print("weights: skipped (llm.sample.weights is not installed)", file=sys.stderr)
+        from llm.sample.weights import write_sample_weights
+
+        write_sample_weights(recipe, tmp, seed=0)
+        print("weights: config.json + model.safetensors")
     print(f"-> {hf_dir}  ({time.monotonic() - start:.1f}s)")
     return 0

@@ -12,9 +12,9 @@ import json
 import os
 import re
 import sysconfig
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 # Folders that hold tests, vendored third-party code or installed packages, not the library itself.
 EXCLUDED_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__", "ensurepip", "venv"}

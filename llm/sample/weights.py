@@ -26,7 +26,11 @@ def random_hf_tensors(recipe, seed: int = 0) -> dict:
     for key, parts in hf_tensors(recipe):
         shape = hf_shape(recipe, parts)
         noise = torch.randn(shape, generator=gen, dtype=torch.float32)
-        out[key] = 1.0 + 0.1 * noise if key.endswith(("norm.weight", "ln_1.weight", "ln_2.weight", "ln_f.weight")) else 0.02 * noise
+        out[key] = (
+            1.0 + 0.1 * noise
+            if key.endswith(("norm.weight", "ln_1.weight", "ln_2.weight", "ln_f.weight"))
+            else 0.02 * noise
+        )
     return out
 
 
@@ -44,9 +48,11 @@ def write_sample_weights(recipe, out_dir, seed: int = 0) -> Path:
         (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
         return out_dir
 
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    import transformers
 
-    config_cls, model_cls = (Qwen2Config, Qwen2ForCausalLM) if recipe.family == "qwen2" else (LlamaConfig, LlamaForCausalLM)
+    # Only the family's own classes: transformers 4.36 (ModelLink 1.0's) has Llama but not yet Qwen2.
+    prefix = "Qwen2" if recipe.family == "qwen2" else "Llama"
+    config_cls, model_cls = getattr(transformers, f"{prefix}Config"), getattr(transformers, f"{prefix}ForCausalLM")
     fields = {k: v for k, v in cfg.items() if k not in ("architectures", "model_type", "torch_dtype")}
     config = config_cls(**fields, architectures=[model_cls.__name__], **dtype_kwargs("float32"))
     with torch.device("meta"):
@@ -54,7 +60,9 @@ def write_sample_weights(recipe, out_dir, seed: int = 0) -> Path:
     missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
     allowed = {"lm_head.weight"} if recipe.architecture.tie_embeddings else set()
     if set(missing) - allowed or unexpected:
-        raise RuntimeError(f"sample weights do not match {model_cls.__name__}: missing {missing}, unexpected {unexpected}")
+        raise RuntimeError(
+            f"sample weights do not match {model_cls.__name__}: missing {missing}, unexpected {unexpected}"
+        )
     if recipe.architecture.tie_embeddings:
         model.tie_weights()
     model.save_pretrained(out_dir, safe_serialization=True)

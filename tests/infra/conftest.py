@@ -1,6 +1,6 @@
 """testinfra checks run against a container of an npubox image (`invoke check --env X` runs them).
 
-    pytest tests/infra --hosts=docker://<container> --npubox-env=<env>
+pytest tests/infra --hosts=docker://<container> --npubox-env=<env>
 """
 
 import json

@@ -42,7 +42,7 @@ export ASCEND_AICPU_PATH=${{ASCEND_TOOLKIT_HOME}}
 export ASCEND_OPP_PATH=${{ASCEND_TOOLKIT_HOME}}/opp
 export TOOLCHAIN_HOME=${{ASCEND_TOOLKIT_HOME}}/toolkit
 export ASCEND_HOME_PATH=${{ASCEND_TOOLKIT_HOME}}
-"""
+"""  # noqa: E501  (the toolkit's own lines)
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes = b"", mode: int = 0o644, link: str | None = None) -> None:
@@ -103,17 +103,27 @@ def make_mindspeed_repo(folder: Path) -> tuple[Path, str]:
     repo = folder / "MindSpeed.git"
     work = folder / "mindspeed-work"
     work.mkdir(parents=True)
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
-           "GIT_AUTHOR_DATE": "2025-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2025-01-01T00:00:00Z"}  # fmt: skip
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+        "GIT_AUTHOR_DATE": "2025-01-01T00:00:00Z",
+        "GIT_COMMITTER_DATE": "2025-01-01T00:00:00Z",
+    }
 
     def git(*args: str, cwd: Path = work) -> str:
-        return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+        ).stdout.strip()
 
     git("init", "--quiet", "--initial-branch=master")
     (work / "mindspeed").mkdir()
     (work / "mindspeed" / "__init__.py").write_text("VERSION = 'first'\n")
-    (work / "setup.py").write_text("from setuptools import setup\nsetup(name='mindspeed', version='0.0.1', packages=['mindspeed'])\n")
+    (work / "setup.py").write_text(
+        "from setuptools import setup\nsetup(name='mindspeed', version='0.0.1', packages=['mindspeed'])\n"
+    )
     git("add", "-A")
     git("commit", "--quiet", "-m", "first")
     (work / "mindspeed" / "__init__.py").write_text("VERSION = 'pinned'\n")

@@ -51,8 +51,9 @@ def twin_image() -> str:
 
 
 def invoke(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*INVOKE, *args], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=1800)  # fmt: skip
+    proc = subprocess.run(
+        [*INVOKE, *args], cwd=REPO, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=1800
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"invoke {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -61,33 +61,49 @@ def standin(tmp_path_factory, cpu_image):
 
 def test_cann_version_and_pinned_source_are_reported(standin):
     loaded, tag, commit, _ = standin
-    out = subprocess.run(["docker", "run", "--rm", "--network", "none", tag, "python", "-m", "llm", "env", "--json"],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", tag, "python", "-m", "llm", "env", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     info = json.loads(out)
     assert info["cann"] == CANN_VERSION
     assert info["sources"] == {"MindSpeed": commit}
-    verify = subprocess.run(["docker", "run", "--rm", "--network", "none", tag, "python", "-m", "llm", "env", "--verify"],
-                            capture_output=True, text=True)  # fmt: skip
+    verify = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", tag, "python", "-m", "llm", "env", "--verify"],
+        capture_output=True,
+        text=True,
+    )
     assert verify.returncode == 0, verify.stderr
 
 
 def test_set_env_is_baked_for_docker_exec(standin):
     _, tag, _, _ = standin
     name = "npubox-cann-exec-probe"
-    subprocess.run(["docker", "run", "-d", "--rm", "--name", name, "--network", "none", tag, "sleep", "60"],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["docker", "run", "-d", "--rm", "--name", name, "--network", "none", tag, "sleep", "60"],
+        check=True,
+        capture_output=True,
+    )
     try:
-        home = subprocess.run(["docker", "exec", name, "sh", "-c", "echo $ASCEND_TOOLKIT_HOME"],
-                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        home = subprocess.run(
+            ["docker", "exec", name, "sh", "-c", "echo $ASCEND_TOOLKIT_HOME"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         assert home == "/usr/local/Ascend/ascend-toolkit/latest"
         env = subprocess.run(["docker", "exec", name, "env"], capture_output=True, text=True, check=True).stdout
         assert "ASCEND_OPP_PATH=/usr/local/Ascend/ascend-toolkit/latest/opp" in env.splitlines()
         assert "/usr/local/Ascend/ascend-toolkit/latest/lib64" in next(
-            line for line in env.splitlines() if line.startswith("LD_LIBRARY_PATH="))
+            line for line in env.splitlines() if line.startswith("LD_LIBRARY_PATH=")
+        )
         # NNAL's script, sourced after the toolkit's as MindSpeed-LLM's guides do, is baked too.
         assert "ATB_HOME_PATH=/usr/local/Ascend/nnal/atb/latest/atb/cxx_abi_0" in env.splitlines()
         assert "/usr/local/Ascend/nnal/atb/latest/atb/cxx_abi_0/lib" in next(
-            line for line in env.splitlines() if line.startswith("LD_LIBRARY_PATH="))
+            line for line in env.splitlines() if line.startswith("LD_LIBRARY_PATH=")
+        )
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 
@@ -97,14 +113,49 @@ def test_testinfra_checks_the_cann_image(standin):
     and the CANN and NNAL exports in ENV."""
     loaded, tag, _, _ = standin
     name = "npubox-cann-infra-probe"
-    subprocess.run(["docker", "run", "-d", "--rm", "--name", name, "--network", "none", "--read-only", "--tmpfs", "/tmp",
-                    "--user", "1000:1000", tag, "sleep", "300"], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--rm",
+            "--name",
+            name,
+            "--network",
+            "none",
+            "--read-only",
+            "--tmpfs",
+            "/tmp",
+            "--user",
+            "1000:1000",
+            tag,
+            "sleep",
+            "300",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
-        proc = subprocess.run([sys.executable, "-m", "pytest", str(REPO / "tests" / "infra"), f"--hosts=docker://{name}",
-                               "--npubox-env=npu-standin", "-p", "no:cacheprovider", "-q", "-k",
-                               "cann or source or pinned or verify"],
-                              cwd=REPO, capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "NPUBOX_ENVS_DIR": str(loaded.path.parent)})  # fmt: skip
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                str(REPO / "tests" / "infra"),
+                f"--hosts=docker://{name}",
+                "--npubox-env=npu-standin",
+                "-p",
+                "no:cacheprovider",
+                "-q",
+                "-k",
+                "cann or source or pinned or verify",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "NPUBOX_ENVS_DIR": str(loaded.path.parent)},
+        )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
         assert "test_cann_exports_are_in_the_image_env PASSED" in proc.stdout or " passed" in proc.stdout
     finally:
@@ -113,9 +164,22 @@ def test_testinfra_checks_the_cann_image(standin):
 
 def test_pinned_commit_is_the_one_installed(standin):
     _, tag, _, _ = standin
-    out = subprocess.run(["docker", "run", "--rm", "--network", "none", tag, "python", "-c",
-                          "import mindspeed; print(mindspeed.VERSION, mindspeed.__file__)"],
-                         capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    out = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            tag,
+            "python",
+            "-c",
+            "import mindspeed; print(mindspeed.VERSION, mindspeed.__file__)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert out == ["pinned", "/opt/npubox/sources/MindSpeed/mindspeed/__init__.py"]
 
 

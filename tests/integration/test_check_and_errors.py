@@ -10,8 +10,11 @@ from .conftest import REPO, invoke
 
 
 def _pip_download(spec: str, dest: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(dest), spec],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(dest), spec],
+        check=True,
+        capture_output=True,
+    )
     return next(dest.glob("*.whl"))
 
 
@@ -26,9 +29,24 @@ def test_check_names_a_tampered_package(cpu_image, tmp_path):
     name = f"npubox-tamper-{os.getpid()}"
     tampered = "npubox/cpu:tampered"
     try:
-        subprocess.run(["docker", "create", "--name", name, "--user", "root", "--network", "none", cpu_image,
-                        "sh", "-c", f"python -m pip install --no-deps --no-index /tmp/{wheel.name}"],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [
+                "docker",
+                "create",
+                "--name",
+                name,
+                "--user",
+                "root",
+                "--network",
+                "none",
+                cpu_image,
+                "sh",
+                "-c",
+                f"python -m pip install --no-deps --no-index /tmp/{wheel.name}",
+            ],
+            check=True,
+            capture_output=True,
+        )
         subprocess.run(["docker", "cp", str(wheel), f"{name}:/tmp/{wheel.name}"], check=True, capture_output=True)
         subprocess.run(["docker", "start", "--attach", name], check=True, capture_output=True)
         subprocess.run(["docker", "commit", name, tampered], check=True, capture_output=True)
@@ -77,8 +95,10 @@ def _spec_dir(tmp_path: Path, **replace: str) -> Path:
 
 
 def test_base_image_missing(tmp_path):
-    envs = _spec_dir(tmp_path, **{"image: python:3.11-slim-bookworm": "image: npubox-test/no-such-base:1",
-                                  "suite: bookworm": "suite: trixie"})  # fmt: skip
+    envs = _spec_dir(
+        tmp_path,
+        **{"image: python:3.11-slim-bookworm": "image: npubox-test/no-such-base:1", "suite: bookworm": "suite: trixie"},
+    )
     proc = invoke("build-image", "--env", "cpu", env={"NPUBOX_ENVS_DIR": str(envs)})
     line = _one_sentence_error(proc)
     assert "base image npubox-test/no-such-base:1 is not present and could not be pulled" in line
@@ -91,9 +111,16 @@ def test_build_step_failing(cpu_image, tmp_path):
     from llm.env.base import resolve_base
     from llm.env.spec import load_spec
 
-    dockerfile = f"FROM {resolve_base(load_spec('cpu'), pull=False)}\nRUN rm -f /usr/bin/python3* /usr/local/bin/python3*\n"
-    subprocess.run(["docker", "build", "--network", "none", "-t", base, "-"], input=dockerfile, text=True,
-                   check=True, capture_output=True)  # fmt: skip
+    dockerfile = (
+        f"FROM {resolve_base(load_spec('cpu'), pull=False)}\nRUN rm -f /usr/bin/python3* /usr/local/bin/python3*\n"
+    )
+    subprocess.run(
+        ["docker", "build", "--network", "none", "-t", base, "-"],
+        input=dockerfile,
+        text=True,
+        check=True,
+        capture_output=True,
+    )
     try:
         envs = _spec_dir(tmp_path, **{"image: python:3.11-slim-bookworm": f"image: {base}"})
         proc = invoke("build-image", "--env", "cpu", env={"NPUBOX_ENVS_DIR": str(envs)})

@@ -27,8 +27,10 @@ def test_tag_is_the_specs_and_labels_record_every_pin(cpu_image):
 def test_site_settings_are_not_in_the_image(cpu_image):
     info = inspect_image(cpu_image)
     blob = json.dumps(info["Config"]) + json.dumps(
-        subprocess.run(["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", cpu_image],
-                       capture_output=True, text=True).stdout)  # fmt: skip
+        subprocess.run(
+            ["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", cpu_image], capture_output=True, text=True
+        ).stdout
+    )
     pip_cfg = subprocess.run(["python3", "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
     for line in pip_cfg.splitlines():
         value = line.split("=", 1)[1].strip("'\" ") if "=" in line else ""
@@ -43,8 +45,12 @@ def test_site_settings_are_not_in_the_image(cpu_image):
 def test_invoke_run_env_in_a_sealed_container(cpu_image, workspace):
     proc = invoke("run", "--phase", "env", "--workspace", str(workspace), check=True)
     assert "docker run --rm --init --network none --read-only" in proc.stderr  # the full command is echoed
-    proc = subprocess.run(["docker", "run", "--rm", "--network", "none", cpu_image, "python", "-m", "llm", "env",
-                           "--json"], capture_output=True, text=True, check=True)  # fmt: skip
+    proc = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", cpu_image, "python", "-m", "llm", "env", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     info = json.loads(proc.stdout)
     assert info["packages"]["torch"] == "2.13.0+cpu"
     assert info["packages"]["megatron-core"] == "0.16.1"
@@ -101,8 +107,11 @@ def test_sealed_container_cannot_reach_the_network(cpu_image, workspace):
     from llm.env import commands, container
 
     opts = commands.run_options(load_spec("cpu"), workspace)
-    out = subprocess.run(["docker", "run", "--rm", *container.sealed_flags(opts), cpu_image, "python", "-c", probe],
-                         capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        ["docker", "run", "--rm", *container.sealed_flags(opts), cpu_image, "python", "-c", probe],
+        capture_output=True,
+        text=True,
+    )
     server.close()
     assert out.returncode == 0, out.stdout + out.stderr
     assert "refused" in out.stdout and "no dns" in out.stdout
@@ -116,8 +125,11 @@ def test_sealed_container_writes_only_the_workspace_as_the_host_user(cpu_image, 
         "for p in /etc/x /opt/venv/x /home/npubox/x /usr/x /var/x; do touch $p 2>/dev/null && echo WROTE $p; done; "
         "touch /workspace/made-inside && echo ok"
     )
-    out = subprocess.run(["docker", "run", "--rm", *container.sealed_flags(opts), cpu_image, "sh", "-c", script],
-                         capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        ["docker", "run", "--rm", *container.sealed_flags(opts), cpu_image, "sh", "-c", script],
+        capture_output=True,
+        text=True,
+    )
     assert "WROTE" not in out.stdout, out.stdout
     assert out.stdout.strip().endswith("ok")
     made = workspace / "made-inside"

@@ -57,8 +57,14 @@ def npu_container(cpu_image, workspace, tmp_path):
     print(host.describe())
     flags, environment = device_flags(npu_spec(), SELECTED, root=root)
     name = f"npubox-npu-probe-{os.getpid()}"
-    opts = container.RunOptions(image=cpu_image, workspace=container.prepare_workspace(workspace), env_name="npu-probe",
-                                device_flags=tuple(flags), environment=environment, name=name)  # fmt: skip
+    opts = container.RunOptions(
+        image=cpu_image,
+        workspace=container.prepare_workspace(workspace),
+        env_name="npu-probe",
+        device_flags=tuple(flags),
+        environment=environment,
+        name=name,
+    )
     container.up(opts)  # echoes the full `docker run` command
     try:
         yield name, root
@@ -86,9 +92,15 @@ def test_fake_cards_reach_a_sealed_container(npu_container):
     inspect = json.loads(subprocess.run(["docker", "inspect", name], capture_output=True, text=True, check=True).stdout)
     assert inspect[0]["HostConfig"]["Privileged"] is False
 
-    print("inside:", host.check_output("ls -l /dev/davinci*; id; grep CapEff /proc/self/status; "
-                                       "grep -E 'Ascend|dcmi|ascend_install' /proc/self/mounts | cut -d' ' -f2,4 | "
-                                       "cut -d, -f1"), sep="\n")
+    print(
+        "inside:",
+        host.check_output(
+            "ls -l /dev/davinci*; id; grep CapEff /proc/self/status; "
+            "grep -E 'Ascend|dcmi|ascend_install' /proc/self/mounts | cut -d' ' -f2,4 | "
+            "cut -d, -f1"
+        ),
+        sep="\n",
+    )
     print("HostConfig.Privileged:", inspect[0]["HostConfig"]["Privileged"])
     for target in ("/usr/local/Ascend/driver", "/usr/local/dcmi", "/etc/ascend_install.info"):
         assert "ro" in host.mount_point(target).options, target

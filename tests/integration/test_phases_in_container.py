@@ -20,8 +20,17 @@ def pipeline_workspace(cpu_image, tmp_path_factory):
 def test_whole_pipeline_runs_sealed_and_summarises(pipeline_workspace):
     ws, proc = pipeline_workspace
     assert "docker run --rm --init --network none --read-only" in proc.stderr
-    summary = proc.stdout[proc.stdout.index("npubox pipeline: tiny"):]
-    for phase in ("sample", "convert", "preprocess", "pretrain", "convert back", "eval mmlu", "eval ceval", "eval boolq"):
+    summary = proc.stdout[proc.stdout.index("npubox pipeline: tiny") :]
+    for phase in (
+        "sample",
+        "convert",
+        "preprocess",
+        "pretrain",
+        "convert back",
+        "eval mmlu",
+        "eval ceval",
+        "eval boolq",
+    ):
         assert phase in summary
     assert (ws / "checkpoints/tiny/pretrain/latest_checkpointed_iteration.txt").read_text().strip() == "20"
     assert (ws / "models/tiny/pretrained-hf/model.safetensors.index.json").is_file()
@@ -45,7 +54,9 @@ def test_preprocess_phase_alone(pipeline_workspace):
 
 def test_convert_phase_alone(pipeline_workspace):
     ws, _ = pipeline_workspace
-    proc = invoke("run", "--model", "tiny", "--phase", "convert", "--workspace", str(ws), "--", "--tp", "2", "--pp", "2")
+    proc = invoke(
+        "run", "--model", "tiny", "--phase", "convert", "--workspace", str(ws), "--", "--tp", "2", "--pp", "2"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = ws / "checkpoints/tiny/hf-tp2-pp2"
     assert (out / "latest_checkpointed_iteration.txt").read_text().strip() == "1"
@@ -62,9 +73,24 @@ def _free_port() -> int:
 
 
 def _pretrain_args(tag: str, iters: int = 8) -> list[str]:
-    return ["--", "--load", "/workspace/checkpoints/tiny/hf-tp1-pp1", "--save", f"/workspace/checkpoints/tiny/{tag}",
-            "--train-iters", str(iters), "--save-interval", str(iters), "--micro-batch-size", "2",
-            "--global-batch-size", "8", "--metrics", f"/workspace/logs/{tag}.jsonl", "--no-progress"]  # fmt: skip
+    return [
+        "--",
+        "--load",
+        "/workspace/checkpoints/tiny/hf-tp1-pp1",
+        "--save",
+        f"/workspace/checkpoints/tiny/{tag}",
+        "--train-iters",
+        str(iters),
+        "--save-interval",
+        str(iters),
+        "--micro-batch-size",
+        "2",
+        "--global-batch-size",
+        "8",
+        "--metrics",
+        f"/workspace/logs/{tag}.jsonl",
+        "--no-progress",
+    ]
 
 
 def _losses(ws, tag: str) -> list[float]:
@@ -76,16 +102,46 @@ def _node(ws, rank: int, port: int, tag: str, iters: int = 8):
 
     from .conftest import INVOKE, REPO
 
-    argv = [*INVOKE, "run", "--model", "tiny", "--phase", "pretrain", "--workspace", str(ws), "--nnodes", "2",
-            "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port), "--nproc", "2",
-            "--name", f"npubox-{tag}-node{rank}", *_pretrain_args(tag, iters)]  # fmt: skip
+    argv = [
+        *INVOKE,
+        "run",
+        "--model",
+        "tiny",
+        "--phase",
+        "pretrain",
+        "--workspace",
+        str(ws),
+        "--nnodes",
+        "2",
+        "--node-rank",
+        str(rank),
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(port),
+        "--nproc",
+        "2",
+        "--name",
+        f"npubox-{tag}-node{rank}",
+        *_pretrain_args(tag, iters),
+    ]
     return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def test_two_container_nodes_match_one_node_of_four(pipeline_workspace):
     ws, _ = pipeline_workspace
-    single = invoke("run", "--model", "tiny", "--phase", "pretrain", "--workspace", str(ws), "--nproc", "4",
-                    *_pretrain_args("mn-single"))  # fmt: skip
+    single = invoke(
+        "run",
+        "--model",
+        "tiny",
+        "--phase",
+        "pretrain",
+        "--workspace",
+        str(ws),
+        "--nproc",
+        "4",
+        *_pretrain_args("mn-single"),
+    )
     assert single.returncode == 0, single.stdout[-3000:] + single.stderr[-3000:]
     port = _free_port()
     nodes = [_node(ws, rank, port, "mn-multi") for rank in (0, 1)]

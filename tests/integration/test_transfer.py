@@ -52,9 +52,15 @@ def test_export_delete_import_restores_the_image(probe_image, tmp_path):
     archive = out / f"cpu-{loaded.spec.version}-{spec_hash[:12]}.tar"
     manifest = json.loads((out / f"cpu-{loaded.spec.version}-{spec_hash[:12]}.manifest.json").read_text())
     assert {p.name for p in out.iterdir()} == {archive.name, archive.name[:-4] + ".manifest.json"}  # no leftovers
-    assert manifest == {"env": "cpu", "tag": probe_image, "image_id": image_id, "spec_hash": spec_hash,
-                        "archive": archive.name, "sha256": sha256_file(archive),
-                        "size": archive.stat().st_size}  # fmt: skip
+    assert manifest == {
+        "env": "cpu",
+        "tag": probe_image,
+        "image_id": image_id,
+        "spec_hash": spec_hash,
+        "archive": archive.name,
+        "sha256": sha256_file(archive),
+        "size": archive.stat().st_size,
+    }
 
     subprocess.run(["docker", "rmi", probe_image], check=True, capture_output=True)
     assert not image_exists(probe_image) and not image_exists(image_id)
@@ -78,9 +84,15 @@ def test_export_delete_import_restores_the_image(probe_image, tmp_path):
 def write_fake_export(tmp_path, data: bytes = b"not really an image"):
     archive = tmp_path / "cpu-1.0.0-0123456789ab.tar"
     archive.write_bytes(data)
-    manifest = transfer.Manifest(env="cpu", tag=PROBE, image_id="sha256:" + "0" * 64, spec_hash="0123456789ab" * 4,
-                                 archive=archive.name, sha256=sha256_file(archive),
-                                 size=len(data))  # fmt: skip
+    manifest = transfer.Manifest(
+        env="cpu",
+        tag=PROBE,
+        image_id="sha256:" + "0" * 64,
+        spec_hash="0123456789ab" * 4,
+        archive=archive.name,
+        sha256=sha256_file(archive),
+        size=len(data),
+    )
     transfer.manifest_path(archive).write_text(manifest.model_dump_json())
     return archive
 
@@ -95,7 +107,7 @@ def test_truncated_archive_is_refused(tmp_path):
 
 def test_missing_or_broken_manifest_is_refused(tmp_path):
     archive = write_fake_export(tmp_path)
-    transfer.manifest_path(archive).write_text("{\"tag\": 1}")
+    transfer.manifest_path(archive).write_text('{"tag": 1}')
     with pytest.raises(NpuboxError, match=r"\.manifest\.json is not an npubox image manifest"):
         transfer.import_image(archive)
     transfer.manifest_path(archive).unlink()
@@ -109,8 +121,9 @@ def tiny_image(tmp_path):
     context = tmp_path / "context"
     context.mkdir()
     (context / "probe.txt").write_text(f"probe {os.getpid()}\n")
-    (context / "Dockerfile").write_text("FROM scratch\nCOPY probe.txt /probe.txt\n"
-                                        "LABEL npubox.env=cpu npubox.spec-hash=" + "ab" * 32 + "\n")
+    (context / "Dockerfile").write_text(
+        "FROM scratch\nCOPY probe.txt /probe.txt\nLABEL npubox.env=cpu npubox.spec-hash=" + "ab" * 32 + "\n"
+    )
     tag = "npubox/transfer-tiny-probe:1"
     docker(["build", "--tag", tag, str(context)], capture=True, what="building the tiny probe")
     yield tag

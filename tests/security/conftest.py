@@ -4,14 +4,18 @@ Destructive cases run against scratch folders; system folders are refused before
 
 from __future__ import annotations
 
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
 
-UNIT = Path(__file__).resolve().parents[1] / "unit"
-if str(UNIT) not in sys.path:
-    sys.path.insert(0, str(UNIT))  # the shared fixtures of tests/unit (_convert_fixtures, ...)
+# tests/unit/conftest.py: the helper modules (_convert_fixtures, ...) on sys.path, and the shared fixtures.
+_spec = importlib.util.spec_from_file_location(
+    "unit_conftest", Path(__file__).resolve().parents[1] / "unit" / "conftest.py"
+)
+_unit = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_unit)
+ws = _unit.ws
 
 
 def pytest_collection_modifyitems(config, items):

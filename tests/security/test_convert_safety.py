@@ -46,10 +46,14 @@ def leftovers(parent, name="out"):
 def trained_checkpoint(folder, iteration=100):
     """What pretrain saves: weights plus optimizer and scheduler state, at iteration 100."""
     recipe = load_recipe("tiny")
-    state = {"model": {"decoder.final_layernorm.weight": torch.ones(4)}, "iteration": iteration,
-             "args": checkpoint.make_args(recipe, tp=1, pp=1, iteration=iteration),
-             "optimizer": {"state": {0: {"exp_avg": torch.zeros(4)}}, "param_groups": []},
-             "opt_param_scheduler": {"num_steps": iteration}, "checkpoint_version": 3.0}  # fmt: skip
+    state = {
+        "model": {"decoder.final_layernorm.weight": torch.ones(4)},
+        "iteration": iteration,
+        "args": checkpoint.make_args(recipe, tp=1, pp=1, iteration=iteration),
+        "optimizer": {"state": {0: {"exp_avg": torch.zeros(4)}}, "param_groups": []},
+        "opt_param_scheduler": {"num_steps": iteration},
+        "checkpoint_version": 3.0,
+    }
     checkpoint.save_rank(folder, iteration, 0, 0, 1, state)
     checkpoint.write_latest(folder, iteration)
     return folder
@@ -89,8 +93,10 @@ def test_a_trained_checkpoint_is_replaced_only_with_overwrite(hf, tmp_path, caps
     )
     assert files(out) == before
     assert to_mcore(hf, out, "--overwrite") == 0
-    assert (f"--overwrite: {out} holds a trained checkpoint (iteration 100, with optimizer state); it is replaced "
-            "once the new one is complete") in capsys.readouterr().err
+    assert (
+        f"--overwrite: {out} holds a trained checkpoint (iteration 100, with optimizer state); it is replaced "
+        "once the new one is complete"
+    ) in capsys.readouterr().err
     assert checkpoint.read_latest(out) == 1 and leftovers(tmp_path) == []
 
 

@@ -22,15 +22,8 @@ from llm.errors import NpuboxError
 from llm.eval.data import MALFORMED, load_eval_set
 from llm.preprocess import main as preprocess
 from llm.pretrain.config import parse_config
-from llm.workspace import Workspace
 
 torch = pytest.importorskip("torch")
-
-
-@pytest.fixture
-def ws(tmp_path):
-    write_dataset(tmp_path / "data" / MODEL / "sample_text_document", count=30)
-    return Workspace(tmp_path)
 
 
 def dataset(ws):
@@ -51,11 +44,14 @@ def test_a_bin_from_another_dataset_is_refused_naming_the_bin(ws, tmp_path):
     assert "the .bin is truncated or the two files do not belong together" in message
 
 
-@pytest.mark.parametrize("suffix, cut, words", [
-    (".bin", 10, ["sample_text_document.bin: ", "shorter than the"]),
-    (".idx", 100, ["sample_text_document.idx: ", "the index is truncated or corrupt"]),
-    (".idx", 30, ["sample_text_document.idx: not a Megatron index"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "suffix, cut, words",
+    [
+        (".bin", 10, ["sample_text_document.bin: ", "shorter than the"]),
+        (".idx", 100, ["sample_text_document.idx: ", "the index is truncated or corrupt"]),
+        (".idx", 30, ["sample_text_document.idx: not a Megatron index"]),
+    ],
+)
 def test_a_truncated_bin_or_idx_is_one_sentence_naming_it(ws, suffix, cut, words):
     path = f"{dataset(ws)}{suffix}"
     with open(path, "r+b") as f:
@@ -85,17 +81,42 @@ def trained(ws, iteration=10, **args):
     from llm.recipes import load_recipe
 
     folder = ws.root / "checkpoints" / MODEL / "pretrain"
-    saved = checkpoint.make_args(load_recipe(MODEL), tp=1, pp=1, iteration=iteration, seq_length=32,
-                                 global_batch_size=8, micro_batch_size=2, train_iters=20, **args)  # fmt: skip
-    state = {"model": {}, "iteration": iteration, "args": saved, "optimizer": {"state": {}, "param_groups": []},
-             "opt_param_scheduler": {"num_steps": iteration}, "checkpoint_version": 3.0}  # fmt: skip
+    saved = checkpoint.make_args(
+        load_recipe(MODEL),
+        tp=1,
+        pp=1,
+        iteration=iteration,
+        seq_length=32,
+        global_batch_size=8,
+        micro_batch_size=2,
+        train_iters=20,
+        **args,
+    )
+    state = {
+        "model": {},
+        "iteration": iteration,
+        "args": saved,
+        "optimizer": {"state": {}, "param_groups": []},
+        "opt_param_scheduler": {"num_steps": iteration},
+        "checkpoint_version": 3.0,
+    }
     checkpoint.save_rank(folder, iteration, 0, 0, 1, state)
     checkpoint.write_latest(folder, iteration)
     return folder
 
 
-RESUME = ["--model", MODEL, "--seq-length", "32", "--micro-batch-size", "2", "--global-batch-size", "8",
-          "--train-iters", "20"]  # fmt: skip
+RESUME = [
+    "--model",
+    MODEL,
+    "--seq-length",
+    "32",
+    "--micro-batch-size",
+    "2",
+    "--global-batch-size",
+    "8",
+    "--train-iters",
+    "20",
+]
 
 
 def test_resume_with_fewer_iterations_than_saved_is_refused(ws):
@@ -103,14 +124,19 @@ def test_resume_with_fewer_iterations_than_saved_is_refused(ws):
     assert parse_config(RESUME, ws).load == str(folder)  # the same run, continued
     with pytest.raises(NpuboxError) as info:
         parse_config([*RESUME, "--train-iters", "5"], ws)
-    assert str(info.value) == (f"--train-iters 5: --load {folder} is already at iteration 10; pass a larger "
-                               "--train-iters to continue it, or --save to another folder to start a new run")
+    assert str(info.value) == (
+        f"--train-iters 5: --load {folder} is already at iteration 10; pass a larger "
+        "--train-iters to continue it, or --save to another folder to start a new run"
+    )
 
 
-@pytest.mark.parametrize("flag, value, said", [
-    ("--seq-length", "64", "--seq-length 32 (now 64)"),
-    ("--global-batch-size", "16", "--global-batch-size 8 (now 16)"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "flag, value, said",
+    [
+        ("--seq-length", "64", "--seq-length 32 (now 64)"),
+        ("--global-batch-size", "16", "--global-batch-size 8 (now 16)"),
+    ],
+)
 def test_resume_with_another_sample_shape_is_refused(ws, flag, value, said):
     folder = trained(ws)
     with pytest.raises(NpuboxError) as info:
@@ -128,8 +154,17 @@ def test_resume_with_another_dataset_is_refused_when_the_checkpoint_names_its_da
     parse_config(RESUME, ws)  # the same data: fine
 
 
-@pytest.mark.parametrize("flag, value", [("--lr", "nan"), ("--lr", "inf"), ("--min-lr", "nan"), ("--clip-grad", "inf"),
-                                         ("--adam-beta2", "nan"), ("--weight-decay", "-inf")])  # fmt: skip
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--lr", "nan"),
+        ("--lr", "inf"),
+        ("--min-lr", "nan"),
+        ("--clip-grad", "inf"),
+        ("--adam-beta2", "nan"),
+        ("--weight-decay", "-inf"),
+    ],
+)
 def test_nan_and_infinite_rates_are_refused(ws, flag, value):
     with pytest.raises(NpuboxError) as info:
         parse_config(["--model", MODEL, f"{flag}={value}"], ws)
@@ -176,8 +211,18 @@ def test_an_empty_subject_file_is_named_and_not_scored(tmp_path):
 
 
 def run_preprocess(tmp_path, corpus, *extra):
-    return preprocess(["--input", str(corpus), "--tokenizer", str(tokenizer_dir()), "--output-prefix",
-                       str(tmp_path / "out" / "x"), "--quiet", *extra])  # fmt: skip
+    return preprocess(
+        [
+            "--input",
+            str(corpus),
+            "--tokenizer",
+            str(tokenizer_dir()),
+            "--output-prefix",
+            str(tmp_path / "out" / "x"),
+            "--quiet",
+            *extra,
+        ]
+    )
 
 
 def test_wrong_json_keys_name_the_missing_key_and_the_keys_there(tmp_path):

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from llm.env.spec import load_spec, load_spec_file
-from llm.envinfo import drifts
 from llm.errors import NpuboxError
+from llm.runtime_report import drifts
 
 REPO = Path(__file__).resolve().parents[2]
 CPU_YAML = (REPO / "envs" / "cpu.yaml").read_text()
@@ -35,15 +35,18 @@ def run_isolated(code: str, timeout: float = 60) -> tuple[subprocess.CompletedPr
     """Run ``code`` in a child limited to 1 GiB of memory, so that a regression fails fast, not the machine."""
     limit = "import resource; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", limit + code], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", limit + code], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
     return proc, time.monotonic() - started
 
 
 # --- case 6: alias bomb, size ---------------------------------------------------------------------------
 
-BOMB = "".join(f"{a}: &{a} [{', '.join([f'*{b}'] * 9) if b else ', '.join(['x'] * 9)}]\n"
-               for a, b in zip("abcdefghi", [None, *"abcdefgh"]))  # fmt: skip  9^9 strings from ~350 bytes
+BOMB = "".join(
+    f"{a}: &{a} [{', '.join([f'*{b}'] * 9) if b else ', '.join(['x'] * 9)}]\n"
+    for a, b in zip("abcdefghi", [None, *"abcdefgh"])
+)  # 9^9 strings from ~350 bytes
 
 
 def test_a_yaml_alias_bomb_is_refused_in_milliseconds(tmp_path):
@@ -73,8 +76,9 @@ def test_a_recipe_with_an_alias_is_refused():
 
 def test_a_huge_spec_is_refused_by_its_size(tmp_path):
     spec = tmp_path / "cpu.yaml"
-    spec.write_text(CPU_YAML + "".join(f"# padding line {i:08d} .......................................\n"
-                                       for i in range(20_000)))  # fmt: skip
+    spec.write_text(
+        CPU_YAML + "".join(f"# padding line {i:08d} .......................................\n" for i in range(20_000))
+    )
     started = time.monotonic()
     with pytest.raises(NpuboxError) as info:
         load_spec_file(spec)
@@ -132,8 +136,14 @@ def test_docker_keeps_the_rendered_env_values_literally(tmp_path):
     build = subprocess.run(["docker", "build", "-q", "-t", tag, str(tmp_path / "ctx")], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     try:
-        env = json.loads(subprocess.run(["docker", "image", "inspect", tag, "--format", "{{json .Config.Env}}"],
-                                        capture_output=True, text=True, check=True).stdout)  # fmt: skip
+        env = json.loads(
+            subprocess.run(
+                ["docker", "image", "inspect", tag, "--format", "{{json .Config.Env}}"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
     finally:
         subprocess.run(["docker", "rmi", tag], capture_output=True)  # our own throwaway image
     got = dict(e.split("=", 1) for e in env)

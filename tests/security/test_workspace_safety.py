@@ -58,12 +58,44 @@ def no_docker(monkeypatch):
 # --- case 1: chown ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("folder", ["/", "/etc", "/root", "/usr", "/var", "/tmp", "/home", "/boot", "/proc",
-                                    "/sys", "/dev", "/run", "/srv", "/opt", "/etc/ssl", "/usr/lib", "/var/lib/docker",
-                                    "/tmp/../etc", "~"])  # fmt: skip
+@pytest.mark.parametrize(
+    "folder",
+    [
+        "/",
+        "/etc",
+        "/root",
+        "/usr",
+        "/var",
+        "/tmp",
+        "/home",
+        "/boot",
+        "/proc",
+        "/sys",
+        "/dev",
+        "/run",
+        "/srv",
+        "/opt",
+        "/etc/ssl",
+        "/usr/lib",
+        "/var/lib/docker",
+        "/tmp/../etc",
+        "~",
+    ],
+)
 def test_system_folders_are_refused_before_any_filesystem_call(folder):
-    error = attempt(lambda: prepare_workspace(Path(folder)), "os.mkdir", "os.makedirs", "os.chown", "os.lchown",
-                    "os.fchown", "os.open", "os.walk", "Path.mkdir", "Path.stat", "Path.exists")  # fmt: skip
+    error = attempt(
+        lambda: prepare_workspace(Path(folder)),
+        "os.mkdir",
+        "os.makedirs",
+        "os.chown",
+        "os.lchown",
+        "os.fchown",
+        "os.open",
+        "os.walk",
+        "Path.mkdir",
+        "Path.stat",
+        "Path.exists",
+    )
     message = str(error)
     assert message.startswith(f"--workspace {folder}: ")
     assert any(w in message for w in ("is the filesystem root", "is a system folder", "is your home folder"))
@@ -119,7 +151,7 @@ def test_only_what_npubox_creates_changes_owner(tmp_path):
 
 def test_a_non_root_invoker_changes_no_owner(tmp_path, monkeypatch):
     for name in ("chown", "lchown", "fchown"):
-        monkeypatch.setattr(os, name, lambda *a: pytest.fail(f"{name} called"))
+        monkeypatch.setattr(os, name, lambda *a, name=name: pytest.fail(f"{name} called"))
     ws = prepare_workspace(tmp_path / "mine", uid=1500)
     assert sorted(p.name for p in ws.iterdir()) == ["checkpoints", "data", "eval", "logs", "models"]
 
@@ -143,8 +175,10 @@ def test_a_path_that_would_add_mount_options_never_reaches_docker(path, no_docke
 
 @pytest.mark.parametrize("name", ["x;id", "-rm", "a b", "$(id)", "_x", ""])
 def test_a_bad_container_name_is_refused_before_docker(name, tmp_path, no_docker):
-    for call in (lambda: commands.run_phase("cpu", "tiny", "env", [], tmp_path / "ws", name=name),
-                 lambda: commands.up("cpu", tmp_path / "ws", name=name)):  # fmt: skip
+    for call in (
+        lambda: commands.run_phase("cpu", "tiny", "env", [], tmp_path / "ws", name=name),
+        lambda: commands.up("cpu", tmp_path / "ws", name=name),
+    ):
         with pytest.raises(NpuboxError) as info:
             call()
         assert f"--name {name!r} is not a container name" in str(info.value)
@@ -172,8 +206,10 @@ def test_a_taken_name_is_named_with_how_to_remove_it(tmp_path, monkeypatch):
     opts = RunOptions(image="img", workspace=tmp_path, env_name="cpu", user=(1, 1), name="mybox")
     with pytest.raises(NpuboxError) as info:
         container.run(opts, ["python", "-m", "llm", "env"])
-    assert str(info.value) == ("--name mybox: a container of that name already exists; remove it "
-                               "(`invoke down --name mybox`, or `docker rm -f mybox`) or choose another --name")
+    assert str(info.value) == (
+        "--name mybox: a container of that name already exists; remove it "
+        "(`invoke down --name mybox`, or `docker rm -f mybox`) or choose another --name"
+    )
     assert not [c for c in fake.calls if c[0] == "run"]  # the phase never started
     with pytest.raises(NpuboxError) as info:
         container.up(opts)
@@ -204,15 +240,21 @@ def test_an_absent_image_says_how_to_pull_or_load_it(monkeypatch):
 
 def test_an_image_without_python_is_refused_before_the_phase_runs(monkeypatch):
     monkeypatch.setattr(container, "image_exists", lambda ref: True)
-    fake = FakeDocker(probe_rc=127, probe_err=(  # what the engine says for busybox
-        "docker: Error response from daemon: failed to create shim task: OCI runtime create failed: runc create "
-        'failed: unable to start container process: exec: "python": executable file not found in $PATH: unknown\n\n'
-        "Run 'docker run --help' for more information\n"))
+    fake = FakeDocker(
+        probe_rc=127,
+        probe_err=(  # what the engine says for busybox
+            "docker: Error response from daemon: failed to create shim task: OCI runtime create failed: runc create "
+            'failed: unable to start container process: exec: "python": executable file not found in $PATH: unknown\n\n'
+            "Run 'docker run --help' for more information\n"
+        ),
+    )
     monkeypatch.setattr(container, "docker", fake)
     with pytest.raises(NpuboxError) as info:
         container.require_image(load_spec("cpu"), "busybox")
-    assert str(info.value).startswith("--image busybox cannot run npubox phases: `python -c 'import llm'` fails in it "
-                                      '("python": executable file not found in $PATH)')
+    assert str(info.value).startswith(
+        "--image busybox cannot run npubox phases: `python -c 'import llm'` fails in it "
+        '("python": executable file not found in $PATH)'
+    )
     [probe] = fake.calls  # one sealed probe, nothing else
     assert probe[:2] == ["run", "--rm"] and "--network" in probe and "none" in probe and "--cap-drop" in probe
     assert probe[probe.index("--user") + 1] == f"{IMAGE_UID}:{IMAGE_UID}"

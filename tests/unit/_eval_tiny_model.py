@@ -11,8 +11,11 @@ def tokenizer_texts() -> list[str]:
 
     texts = [f"{m}.{n}: {d}." for m, n, d in sample_sets.FACTS]
     texts += [f"The value of {e} is {v}." for e in sample_sets.BOOL_EXPRESSIONS for v in ("True", "False")]
-    texts += ["The following are multiple choice questions (with answers) about computer science.",
-              "Answer: A B C D yes no Question: passage", "以下是中国关于考试的单项选择题，请选出其中的正确答案。答案："]  # fmt: skip
+    texts += [
+        "The following are multiple choice questions (with answers) about computer science.",
+        "Answer: A B C D yes no Question: passage",
+        "以下是中国关于考试的单项选择题，请选出其中的正确答案。答案：",
+    ]
     return texts * 3
 
 
@@ -30,7 +33,9 @@ def build_tiny_hf(out: Path, seed: int = 0, init_std: float = 0.1) -> Path:
         vocab_size=700, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     tok.train_from_iterator(tokenizer_texts(), trainer)
-    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>").save_pretrained(out)
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>").save_pretrained(
+        out
+    )
 
     a = load_recipe("tiny").architecture
     config = Qwen2Config(
@@ -52,4 +57,3 @@ def build_tiny_hf(out: Path, seed: int = 0, init_std: float = 0.1) -> Path:
     torch.manual_seed(seed)
     Qwen2ForCausalLM(config).save_pretrained(out)
     return out
-

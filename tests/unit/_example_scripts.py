@@ -103,7 +103,7 @@ def parse_script(text: str, overrides: dict[str, str] | None = None) -> Script:
     if command is None:
         raise ValueError("no torchrun line")
     program_at = next(i for i, w in enumerate(command) if w.endswith(".py"))
-    return Script(variables, exports, command[1:program_at], command[program_at], flag_map(command[program_at + 1:]))
+    return Script(variables, exports, command[1:program_at], command[program_at], flag_map(command[program_at + 1 :]))
 
 
 def _command_words(statement: str, variables: dict[str, str]) -> list[str]:
@@ -155,8 +155,11 @@ def flag_differences(ours: dict[str, tuple[str, ...]], theirs: dict[str, tuple[s
     """Every way two flag sets differ, one line each (empty: equal as sets with values)."""
     out = [f"only ours: {k} {' '.join(v)}" for k, v in ours.items() if k not in theirs]
     out += [f"only the script: {k} {' '.join(v)}" for k, v in theirs.items() if k not in ours]
-    out += [f"{k}: ours {' '.join(ours[k])!r}, script {' '.join(theirs[k])!r}" for k in ours
-            if k in theirs and not same_values(ours[k], theirs[k])]  # fmt: skip
+    out += [
+        f"{k}: ours {' '.join(ours[k])!r}, script {' '.join(theirs[k])!r}"
+        for k in ours
+        if k in theirs and not same_values(ours[k], theirs[k])
+    ]
     return out
 
 

@@ -7,8 +7,8 @@ Megatron's start-up and checkpoint code asks of a GPU, each replaced by what a C
 - ``torch.cuda.device_count`` (1) and ``set_device``: _initialize_distributed builds the model-parallel groups only
   when a device is counted;
 - ``torch.cuda.get_rng_state``: save_checkpoint records it (the CPU generator's state instead);
-- ``Tensor.pin_memory`` (Megatron's data loaders pin their batches): page-locking serves copies to a GPU;
-  on a CPU the batch itself;
+- Megatron's data loaders ask to pin their batches (page-locked memory serves copies to a GPU; asking initialises
+  CUDA on a CUDA build of torch): they do not pin;
 - ``torch.cuda.is_current_stream_capturing`` (torch's optimizers ask it once CUDA counts as available): no;
 - ``megatron.legacy.fused_kernels.load``: compiles CUDA kernels with nvcc (unused with --no-masked-softmax-fusion);
 - ``megatron.training.initialize._warmup_jit_function``: runs the CUDA jit fusions once;
@@ -26,19 +26,27 @@ import sys
 
 import torch
 
-from llm.accel import install_cpu_shims
-
 # Megatron first: some of its modules torch.jit.script functions at import (core_r0.8.0's
 # fused_cross_entropy), which must see torch's own tensor factories, not the shims' wrappers.
 from megatron.legacy import fused_kernels  # noqa: E402
 from megatron.training import initialize  # noqa: E402
+
+from llm.accel import install_cpu_shims
 
 install_cpu_shims()
 torch.cuda.is_available = lambda: True
 torch.cuda.device_count = lambda: 1
 torch.cuda.set_device = lambda device: None
 torch.cuda.get_rng_state = lambda device="cuda": torch.get_rng_state()
-torch.Tensor.pin_memory = lambda self, *args, **kwargs: self
+_data_loader_init = torch.utils.data.DataLoader.__init__
+
+
+def data_loader_init(self, *args, **kwargs):
+    kwargs["pin_memory"] = False  # nothing to pin for: batches stay on the CPU
+    _data_loader_init(self, *args, **kwargs)
+
+
+torch.utils.data.DataLoader.__init__ = data_loader_init
 torch.cuda.is_current_stream_capturing = lambda: False
 
 fused_kernels.load = lambda args: None
@@ -58,8 +66,9 @@ def all_gather_into_tensor(output, input, group=None, async_op=False):
     except RuntimeError as e:
         if "no support for _allgather_base in Gloo" not in str(e):
             raise
-    torch.distributed.all_gather(list(output.chunk(torch.distributed.get_world_size(group))), input.contiguous(),
-                                 group=group)  # fmt: skip
+    torch.distributed.all_gather(
+        list(output.chunk(torch.distributed.get_world_size(group))), input.contiguous(), group=group
+    )
 
 
 torch.distributed.all_gather_into_tensor = torch.distributed._all_gather_base = all_gather_into_tensor

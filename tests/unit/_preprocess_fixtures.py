@@ -7,8 +7,8 @@ import json
 import tempfile
 from pathlib import Path
 
+from llm.sample.bpe_tokenizer import save_tokenizer, train_tokenizer
 from llm.sample.corpus import stdlib_docstrings
-from llm.sample.tokenizer import save_tokenizer, train_tokenizer
 
 
 @functools.lru_cache(maxsize=1)

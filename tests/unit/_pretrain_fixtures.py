@@ -16,8 +16,21 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "tiny"
 # Small enough for a shared 2-core machine: seq 32, 8 samples per step in micro-batches of 2.
-TRAIN_FLAGS = ["--seq-length", "32", "--micro-batch-size", "2", "--global-batch-size", "8", "--lr", "3e-3",
-               "--min-lr", "3e-4", "--warmup", "2", "--no-progress"]
+TRAIN_FLAGS = [
+    "--seq-length",
+    "32",
+    "--micro-batch-size",
+    "2",
+    "--global-batch-size",
+    "8",
+    "--lr",
+    "3e-3",
+    "--min-lr",
+    "3e-4",
+    "--warmup",
+    "2",
+    "--no-progress",
+]
 
 
 def documents(seed: int, count: int, vocab: int = 2048) -> list[np.ndarray]:
@@ -70,14 +83,34 @@ def llm_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "llm", *args]
 
 
-def launch_argv(nproc: int, phase_args: list[str], port: int | None = None, launch_args: tuple[str, ...] = ()) -> list[str]:
-    return llm_argv("launch", "--nproc", str(nproc), "--master-port", str(port or free_port()), *launch_args,
-                    "pretrain", "--model", MODEL, *TRAIN_FLAGS, *phase_args)
+def launch_argv(
+    nproc: int, phase_args: list[str], port: int | None = None, launch_args: tuple[str, ...] = ()
+) -> list[str]:
+    return llm_argv(
+        "launch",
+        "--nproc",
+        str(nproc),
+        "--master-port",
+        str(port or free_port()),
+        *launch_args,
+        "pretrain",
+        "--model",
+        MODEL,
+        *TRAIN_FLAGS,
+        *phase_args,
+    )
 
 
 def start(argv: list[str], workspace: Path, **env: str) -> subprocess.Popen:
-    return subprocess.Popen(argv, cwd=REPO, env=env_for(workspace, **env), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        argv,
+        cwd=REPO,
+        env=env_for(workspace, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 240) -> str:

@@ -14,8 +14,12 @@ torch = pytest.importorskip("torch")
 
 
 def state(args=None):
-    return {"model": {"w": torch.arange(4.0)}, "checkpoint_version": checkpoint.CHECKPOINT_VERSION, "iteration": 7,
-            "args": args or checkpoint.make_args(load_recipe("tiny"), tp=2, pp=2)}
+    return {
+        "model": {"w": torch.arange(4.0)},
+        "checkpoint_version": checkpoint.CHECKPOINT_VERSION,
+        "iteration": 7,
+        "args": args or checkpoint.make_args(load_recipe("tiny"), tp=2, pp=2),
+    }
 
 
 def test_rank_dir_names_follow_megatron():

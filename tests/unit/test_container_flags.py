@@ -26,7 +26,9 @@ def values(flags: list[str], name: str) -> list[str]:
 
 
 def options(workspace: Path, **kw) -> RunOptions:
-    return RunOptions(image="npubox/cpu:1.0.0-0123456789ab", workspace=workspace, env_name="cpu", user=(1234, 1234), **kw)
+    return RunOptions(
+        image="npubox/cpu:1.0.0-0123456789ab", workspace=workspace, env_name="cpu", user=(1234, 1234), **kw
+    )
 
 
 def test_sealed_flags(tmp_path):
@@ -52,12 +54,18 @@ def test_host_network_changes_only_the_network(tmp_path):
     host = sealed_flags(options(tmp_path, network="host"))
     assert values(host, "--network") == ["host"]
     i = sealed.index("--network")
-    assert host[:i + 1] + host[i + 2:] == sealed[:i + 1] + sealed[i + 2:]
+    assert host[: i + 1] + host[i + 2 :] == sealed[: i + 1] + sealed[i + 2 :]
 
 
 def test_device_flags_and_environment_are_appended(tmp_path):
-    flags = sealed_flags(options(tmp_path, device_flags=("--device", "/dev/davinci0"),
-                                 environment={"ASCEND_RT_VISIBLE_DEVICES": "0"}, name="npubox-cpu"))
+    flags = sealed_flags(
+        options(
+            tmp_path,
+            device_flags=("--device", "/dev/davinci0"),
+            environment={"ASCEND_RT_VISIBLE_DEVICES": "0"},
+            name="npubox-cpu",
+        )
+    )
     assert values(flags, "--device") == ["/dev/davinci0"]
     assert values(flags, "--env") == ["ASCEND_RT_VISIBLE_DEVICES=0"]
     assert values(flags, "--name") == ["npubox-cpu"]

@@ -30,7 +30,10 @@ def hf(tiny_hf, tmp_path):
     tensors = load_file(out / "model.safetensors")
     (out / "model.safetensors").unlink()
     keys = sorted(tensors)
-    shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2], "model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+    shards = {
+        "model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+        "model-00002-of-00002.safetensors": keys[len(keys) // 2 :],
+    }
     weight_map = {}
     for name, ks in shards.items():
         save_file({k: tensors[k] for k in ks}, out / name)
@@ -61,7 +64,9 @@ def test_missing_shard(hf, tmp_path):
 
 def test_extra_shard(hf, tmp_path):
     shutil.copy(hf / "model-00001-of-00002.safetensors", hf / "model-00003-of-00003.safetensors")
-    with pytest.raises(NpuboxError, match=r"model-00003-of-00003.safetensors are not listed in model.safetensors.index.json"):
+    with pytest.raises(
+        NpuboxError, match=r"model-00003-of-00003.safetensors are not listed in model.safetensors.index.json"
+    ):
         run(hf, tmp_path)
     assert_nothing_written(tmp_path)
 
@@ -94,7 +99,9 @@ def test_missing_tensor(tiny_hf, tmp_path):
     tensors = load_file(hf / "model.safetensors")
     del tensors["model.layers.1.self_attn.k_proj.bias"]
     save_file(tensors, hf / "model.safetensors")
-    with pytest.raises(NpuboxError, match=r"1 tensor\(s\) of a qwen2 model are missing, e.g. 'model.layers.1.self_attn.k_proj.bias'"):
+    with pytest.raises(
+        NpuboxError, match=r"1 tensor\(s\) of a qwen2 model are missing, e.g. 'model.layers.1.self_attn.k_proj.bias'"
+    ):
         run(hf, tmp_path)
 
 
@@ -106,7 +113,9 @@ def test_wrong_shape(tiny_hf, tmp_path):
     tensors = load_file(hf / "model.safetensors")
     tensors["model.layers.0.mlp.up_proj.weight"] = torch.zeros(100, 64)
     save_file(tensors, hf / "model.safetensors")
-    with pytest.raises(NpuboxError, match=r"'model.layers.0.mlp.up_proj.weight' has shape \[100, 64\], recipe tiny expects \[176, 64\]"):
+    with pytest.raises(
+        NpuboxError, match=r"'model.layers.0.mlp.up_proj.weight' has shape \[100, 64\], recipe tiny expects \[176, 64\]"
+    ):
         run(hf, tmp_path)
 
 
@@ -124,9 +133,15 @@ def test_tp_must_divide_ffn(tmp_path):
 
 
 def test_pp_must_divide_layers_unless_layer_list(hf, tmp_path):
-    with pytest.raises(NpuboxError, match=r"pipeline parallel size 3 does not divide num_layers=4; choose a divisor or give --num-layer-list"):
+    with pytest.raises(
+        NpuboxError,
+        match=r"pipeline parallel size 3 does not divide num_layers=4; choose a divisor or give --num-layer-list",
+    ):
         run(hf, tmp_path, "--pp", "3")
-    with pytest.raises(NpuboxError, match=r"--num-layer-list 1,1: expected 3 positive numbers \(one per pipeline stage\) summing to num_layers=4"):
+    with pytest.raises(
+        NpuboxError,
+        match=r"--num-layer-list 1,1: expected 3 positive numbers \(one per pipeline stage\) summing to num_layers=4",
+    ):
         run(hf, tmp_path, "--pp", "3", "--num-layer-list", "1,1")
     assert run(hf, tmp_path, "--pp", "3", "--num-layer-list", "1,1,2") == 0
     assert checkpoint.find_layout(tmp_path / "out", 1) == (1, 3)
@@ -135,7 +150,10 @@ def test_pp_must_divide_layers_unless_layer_list(hf, tmp_path):
 def test_unwritable_target(hf, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(NpuboxError, match=r"--save-dir .*file/out/ckpt: cannot create its parent directory .*file/out \(Not a directory\)"):
+    with pytest.raises(
+        NpuboxError,
+        match=r"--save-dir .*file/out/ckpt: cannot create its parent directory .*file/out \(Not a directory\)",
+    ):
         convert(["--model", "tiny", "--load-dir", str(hf), "--save-dir", str(blocker / "out" / "ckpt")])
 
 
@@ -166,6 +184,6 @@ def test_mcore_source_needs_load_dir(tmp_path):
 
 def test_mcore_source_disagrees_with_recipe(hf, tmp_path):
     assert run(hf, tmp_path) == 0
+    to_hf = ["--from", "mcore", "--to", "hf", "--load-dir", str(tmp_path / "out"), "--save-dir", str(tmp_path / "b")]
     with pytest.raises(NpuboxError, match=r"checkpoint args ffn_hidden_size=176, recipe tiny-llama has 160"):
-        convert(["--model", "tiny-llama", "--from", "mcore", "--to", "hf", "--load-dir", str(tmp_path / "out"),
-                 "--save-dir", str(tmp_path / "back")])
+        convert(["--model", "tiny-llama", *to_hf])

@@ -40,13 +40,15 @@ def _tokens():
 
 def _megatron_worker(rank: int, world: int, port: int, jobs: list[tuple[str, str]], out_dir: str) -> None:
     """One TP rank: build GPTModel per model, load our rank file strictly, save this rank's logits."""
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     from llm import accel as accel_mod
 
     accel = accel_mod.detect("cpu")
     from llm import checkpoint
-    from llm.model import build_gpt_model, destroy_distributed, init_distributed
+    from llm.distributed import destroy_distributed, init_distributed
+    from llm.model import build_gpt_model
     from llm.recipes import load_recipe
 
     dist = init_distributed(tp=world, pp=1, accel=accel)
@@ -77,28 +79,43 @@ def _qwen_v1_as_qwen2(hf_dir):
     v1 = json.loads((hf_dir / "config.json").read_text())
     w = load_file(hf_dir / "model.safetensors")
     config = Qwen2Config(
-        hidden_size=v1["hidden_size"], intermediate_size=v1["intermediate_size"] // 2,
-        num_hidden_layers=v1["num_hidden_layers"], num_attention_heads=v1["num_attention_heads"],
-        num_key_value_heads=v1["num_attention_heads"], vocab_size=v1["vocab_size"],
-        max_position_embeddings=v1["max_position_embeddings"], rope_theta=v1["rotary_emb_base"],
-        rms_norm_eps=v1["layer_norm_epsilon"], tie_word_embeddings=False,
+        hidden_size=v1["hidden_size"],
+        intermediate_size=v1["intermediate_size"] // 2,
+        num_hidden_layers=v1["num_hidden_layers"],
+        num_attention_heads=v1["num_attention_heads"],
+        num_key_value_heads=v1["num_attention_heads"],
+        vocab_size=v1["vocab_size"],
+        max_position_embeddings=v1["max_position_embeddings"],
+        rope_theta=v1["rotary_emb_base"],
+        rms_norm_eps=v1["layer_norm_epsilon"],
+        tie_word_embeddings=False,
     )
-    state = {"model.embed_tokens.weight": w["transformer.wte.weight"], "model.norm.weight": w["transformer.ln_f.weight"],
-             "lm_head.weight": w["lm_head.weight"]}
+    state = {
+        "model.embed_tokens.weight": w["transformer.wte.weight"],
+        "model.norm.weight": w["transformer.ln_f.weight"],
+        "lm_head.weight": w["lm_head.weight"],
+    }
     for i in range(config.num_hidden_layers):
         v, m = f"transformer.h.{i}.", f"model.layers.{i}."
         for kind in ("weight", "bias"):
             q, k, vv = w[v + f"attn.c_attn.{kind}"].chunk(3)
-            state.update({m + f"self_attn.q_proj.{kind}": q, m + f"self_attn.k_proj.{kind}": k,
-                          m + f"self_attn.v_proj.{kind}": vv})
-        state.update({
-            m + "self_attn.o_proj.weight": w[v + "attn.c_proj.weight"],
-            m + "input_layernorm.weight": w[v + "ln_1.weight"],
-            m + "post_attention_layernorm.weight": w[v + "ln_2.weight"],
-            m + "mlp.gate_proj.weight": w[v + "mlp.w2.weight"],
-            m + "mlp.up_proj.weight": w[v + "mlp.w1.weight"],
-            m + "mlp.down_proj.weight": w[v + "mlp.c_proj.weight"],
-        })
+            state.update(
+                {
+                    m + f"self_attn.q_proj.{kind}": q,
+                    m + f"self_attn.k_proj.{kind}": k,
+                    m + f"self_attn.v_proj.{kind}": vv,
+                }
+            )
+        state.update(
+            {
+                m + "self_attn.o_proj.weight": w[v + "attn.c_proj.weight"],
+                m + "input_layernorm.weight": w[v + "ln_1.weight"],
+                m + "post_attention_layernorm.weight": w[v + "ln_2.weight"],
+                m + "mlp.gate_proj.weight": w[v + "mlp.w2.weight"],
+                m + "mlp.up_proj.weight": w[v + "mlp.w1.weight"],
+                m + "mlp.down_proj.weight": w[v + "mlp.c_proj.weight"],
+            }
+        )
     model = Qwen2ForCausalLM(config)
     model.load_state_dict(state, strict=True)
     return model
@@ -126,10 +143,12 @@ def test_megatron_gptmodel_logits_match_transformers(tp, tmp_path_factory):
     for model in MODELS:
         hf = make_hf(root / "hf", model)
         ckpt = root / f"{model}-tp{tp}"
-        assert convert(["--model", model, "--load-dir", str(hf), "--save-dir", str(ckpt), "--tp", str(tp), "--pp", "1"]) == 0
+        argv = ["--model", model, "--load-dir", str(hf), "--save-dir", str(ckpt), "--tp", str(tp), "--pp", "1"]
+        assert convert(argv) == 0
         jobs.append((model, str(ckpt)))
-    mp.start_processes(_megatron_worker, args=(tp, _free_port(), jobs, str(root)), nprocs=tp, join=True,
-                       start_method="spawn")
+    mp.start_processes(
+        _megatron_worker, args=(tp, _free_port(), jobs, str(root)), nprocs=tp, join=True, start_method="spawn"
+    )
     for model, _ in jobs:
         expected = _hf_logits(model, root / "hf" / model / "hf")
         shards = [torch.load(root / f"{model}-rank{r}.pt", weights_only=True) for r in range(tp)]

@@ -24,10 +24,10 @@ def test_round_trip_is_bit_exact(model, hf_root, tmp_path):
     hf = make_hf(hf_root, model)
     a, b, back = tmp_path / "tp2pp2", tmp_path / "tp1pp4", tmp_path / "back"
     assert convert(["--model", model, "--load-dir", str(hf), "--save-dir", str(a), "--tp", "2", "--pp", "2"]) == 0
-    assert convert(["--model", model, "--from", "mcore", "--to", "mcore", "--load-dir", str(a), "--save-dir", str(b),
-                    "--tp", "1", "--pp", "4"]) == 0
-    assert convert(["--model", model, "--from", "mcore", "--to", "hf", "--load-dir", str(b), "--save-dir", str(back),
-                    "--tokenizer-dir", str(hf)]) == 0
+    reshard = ["--from", "mcore", "--to", "mcore", "--load-dir", str(a), "--save-dir", str(b), "--tp", "1", "--pp", "4"]
+    assert convert(["--model", model, *reshard]) == 0
+    to_hf = ["--from", "mcore", "--to", "hf", "--load-dir", str(b), "--save-dir", str(back), "--tokenizer-dir", str(hf)]
+    assert convert(["--model", model, *to_hf]) == 0
 
     original, result = read_safetensors_dir(hf), read_safetensors_dir(back)
     assert sorted(original) == sorted(result)
@@ -56,14 +56,15 @@ def test_mcore_rank_layout(hf_root, tmp_path):
     hf = make_hf(hf_root, "tiny-llama")
     w = load_file(hf / "model.safetensors")
     out = tmp_path / "tp2"
-    assert convert(["--model", "tiny-llama", "--load-dir", str(hf), "--save-dir", str(out), "--tp", "2", "--pp", "1"]) == 0
+    argv = ["--model", "tiny-llama", "--load-dir", str(hf), "--save-dir", str(out), "--tp", "2", "--pp", "1"]
+    assert convert(argv) == 0
     assert (out / "iter_0000001" / "mp_rank_01" / "model_optim_rng.pt").is_file()
     rank1 = checkpoint.load_rank(out, 1, 1, 0, 1)
     m = rank1["model"]
     a = recipe.architecture
     d = a.head_dim  # 16; 4 heads, 2 groups → rank 1 holds group 1: q heads 2,3, k head 1, v head 1
     q, k, v = (w[f"model.layers.0.self_attn.{n}_proj.weight"] for n in "qkv")
-    expected_qkv = torch.cat([q[2 * d:4 * d], k[d:2 * d], v[d:2 * d]])
+    expected_qkv = torch.cat([q[2 * d : 4 * d], k[d : 2 * d], v[d : 2 * d]])
     assert torch.equal(m["decoder.layers.0.self_attention.linear_qkv.weight"], expected_qkv)
     f = a.ffn_hidden_size // 2
     gate, up = w["model.layers.0.mlp.gate_proj.weight"], w["model.layers.0.mlp.up_proj.weight"]
@@ -72,7 +73,7 @@ def test_mcore_rank_layout(hf_root, tmp_path):
     emb = m["embedding.word_embeddings.weight"]
     assert emb.shape == (1024, a.hidden_size)
     assert torch.equal(emb[: 2000 - 1024], w["model.embed_tokens.weight"][1024:])
-    assert not emb[2000 - 1024:].any()
+    assert not emb[2000 - 1024 :].any()
     assert rank1["checkpoint_version"] == 3.0 and rank1["iteration"] == 1
     args = rank1["args"]
     assert (args.tensor_model_parallel_size, args.padded_vocab_size, args.num_query_groups) == (2, 2048, 2)
@@ -81,8 +82,8 @@ def test_mcore_rank_layout(hf_root, tmp_path):
 def test_num_layer_list_and_dtype(hf_root, tmp_path):
     hf = make_hf(hf_root, "tiny")
     out = tmp_path / "uneven"
-    assert convert(["--model", "tiny", "--load-dir", str(hf), "--save-dir", str(out), "--tp", "1", "--pp", "2",
-                    "--num-layer-list", "1,3", "--dtype", "bf16"]) == 0
+    uneven = ["--tp", "1", "--pp", "2", "--num-layer-list", "1,3", "--dtype", "bf16"]
+    assert convert(["--model", "tiny", "--load-dir", str(hf), "--save-dir", str(out), *uneven]) == 0
     first, last = checkpoint.load_rank(out, 1, 0, 0, 2), checkpoint.load_rank(out, 1, 0, 1, 2)
     layers = lambda s: {k.split(".")[2] for k in s["model"] if k.startswith("decoder.layers.")}  # noqa: E731
     assert layers(first) == {"0"} and layers(last) == {"0", "1", "2"}
@@ -91,7 +92,8 @@ def test_num_layer_list_and_dtype(hf_root, tmp_path):
     assert first["args"].num_layer_list == "1,3" and first["args"].bf16
 
     back = tmp_path / "back"  # mcore → HF reads the layer list from args
-    assert convert(["--model", "tiny", "--from", "mcore", "--to", "hf", "--load-dir", str(out), "--save-dir", str(back)]) == 0
+    to_hf = ["--from", "mcore", "--to", "hf", "--load-dir", str(out), "--save-dir", str(back)]
+    assert convert(["--model", "tiny", *to_hf]) == 0
     original, result = read_safetensors_dir(hf), read_safetensors_dir(back)
     for key, tensor in original.items():
         assert torch.equal(result[key], tensor.to(torch.bfloat16)), key

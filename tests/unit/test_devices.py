@@ -99,8 +99,14 @@ CARD_MAJOR = 240
 GROUP = 4242  # the driver's HwHiAiUser group on the fake host
 
 
-def make_npu_host(root: Path, cards=range(8), *, version_info: str | None = VERSION_INFO, npu_smi: str | None = None,
-                  group: int = GROUP) -> Path:
+def make_npu_host(
+    root: Path,
+    cards=range(8),
+    *,
+    version_info: str | None = VERSION_INFO,
+    npu_smi: str | None = None,
+    group: int = GROUP,
+) -> Path:
     """A fake Ascend host: davinci cards and manager devices made with mknod, a driver tree."""
     (root / "dev").mkdir(parents=True)
     nodes = [(f"davinci{i}", CARD_MAJOR, i) for i in cards]
@@ -155,7 +161,9 @@ def test_npu_smi_info_910b_chips_health_and_processes():
     assert info.chips[2].bus_id == "0000:81:00.0"
     assert info.chip_for(5).health == "Warning"
     assert [(p.npu, p.pid, p.name, p.memory_mb) for p in info.processes] == [
-        (2, 2893112, "python3.10", 57841), (3, 2893113, "python3.10", 57805)]
+        (2, 2893112, "python3.10", 57841),
+        (3, 2893113, "python3.10", 57805),
+    ]
     assert [p.pid for p in info.processes_on(3)] == [2893113]
     assert info.processes_on(0) == []
 
@@ -176,27 +184,47 @@ def test_npu_smi_garbage_is_refused():
 # ---------------------------------------------------------------------------- selection, versions
 
 
-@pytest.mark.parametrize("text, expected", [("0-3,6", [0, 1, 2, 3, 6]), ("6,0-1", [0, 1, 6]), ("2", [2]),
-                                            ("1,1-2", [1, 2]), (" 0 - 1 ".replace(" ", ""), [0, 1])])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("0-3,6", [0, 1, 2, 3, 6]),
+        ("6,0-1", [0, 1, 6]),
+        ("2", [2]),
+        ("1,1-2", [1, 2]),
+        (" 0 - 1 ".replace(" ", ""), [0, 1]),
+    ],
+)
 def test_selection(text, expected):
     assert dev.parse_selection(text, list(range(8))) == expected
 
 
-@pytest.mark.parametrize("text, message", [
-    ("0-3,9", "--devices '0-3,9': card 9 not found on this host; found: 0, 1, 2, 3, 4, 5, 6, 7"),
-    ("3-1", "the range '3-1' runs backwards"),
-    ("0,a", "'a' is not a number or a range"),
-    ("", "'' is not a number or a range"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("0-3,9", "--devices '0-3,9': card 9 not found on this host; found: 0, 1, 2, 3, 4, 5, 6, 7"),
+        ("3-1", "the range '3-1' runs backwards"),
+        ("0,a", "'a' is not a number or a range"),
+        ("", "'' is not a number or a range"),
+    ],
+)
 def test_bad_selection_is_one_clear_sentence(text, message):
     with pytest.raises(NpuboxError) as e:
         dev.parse_selection(text, list(range(8)))
     assert message in str(e.value)
 
 
-@pytest.mark.parametrize("older, newer", [("23.0.rc3", "23.0.0"), ("23.0.0", "23.0.3"), ("23.0.3", "24.1.rc1"),
-                                          ("24.1.rc1", "24.1.rc1.1"), ("24.1.rc2", "24.1.0"), ("7.1", "23.0.0"),
-                                          ("24.1.RC2", "24.1.rc3")])
+@pytest.mark.parametrize(
+    "older, newer",
+    [
+        ("23.0.rc3", "23.0.0"),
+        ("23.0.0", "23.0.3"),
+        ("23.0.3", "24.1.rc1"),
+        ("24.1.rc1", "24.1.rc1.1"),
+        ("24.1.rc2", "24.1.0"),
+        ("7.1", "23.0.0"),
+        ("24.1.RC2", "24.1.rc3"),
+    ],
+)
 def test_driver_version_order(older, newer):
     assert dev.version_older(older, newer)
     assert not dev.version_older(newer, older)
@@ -215,8 +243,11 @@ def test_discovery_on_a_fake_atlas(tmp_path):
     host = dev.discover_ascend(root)
     assert [(c.index, c.major, c.minor) for c in host.cards] == [(i, CARD_MAJOR, i) for i in range(8)]
     assert [m.container_path for m in host.managers] == ["/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc"]
-    assert [t for _, t in host.driver_paths] == ["/usr/local/Ascend/driver", "/usr/local/bin/npu-smi",
-                                                 "/etc/ascend_install.info"]  # no /usr/local/dcmi here
+    assert [t for _, t in host.driver_paths] == [
+        "/usr/local/Ascend/driver",
+        "/usr/local/bin/npu-smi",
+        "/etc/ascend_install.info",
+    ]  # no /usr/local/dcmi here
     assert host.driver_version == "24.1.rc2"
     assert host.npu_smi.chip_for(7).name == "910B3"
     text = host.describe()
@@ -249,11 +280,13 @@ def test_npu_flags_for_a_subset(tmp_path, capsys):
     root = make_npu_host(tmp_path, npu_smi=NPU_SMI_910B)
     flags, env = dev.device_flags(npu_spec(), "0-3,6", root=root)
     assert values(flags, "--device") == [f"{root}/dev/davinci{i}:/dev/davinci{i}" for i in (0, 1, 2, 3, 6)] + [
-        f"{root}/dev/{m}:/dev/{m}" for m in ("davinci_manager", "devmm_svm", "hisi_hdc")]
+        f"{root}/dev/{m}:/dev/{m}" for m in ("davinci_manager", "devmm_svm", "hisi_hdc")
+    ]
     assert values(flags, "--mount") == [
         f"type=bind,source={root}/usr/local/Ascend/driver,target=/usr/local/Ascend/driver,readonly",
         f"type=bind,source={root}/usr/local/bin/npu-smi,target=/usr/local/bin/npu-smi,readonly",
-        f"type=bind,source={root}/etc/ascend_install.info,target=/etc/ascend_install.info,readonly"]
+        f"type=bind,source={root}/etc/ascend_install.info,target=/etc/ascend_install.info,readonly",
+    ]
     assert values(flags, "--group-add") == [str(GROUP)]
     assert not any("privileged" in f for f in flags)
     assert env == {"ASCEND_RT_VISIBLE_DEVICES": "0,1,2,3,4"}
@@ -300,9 +333,14 @@ def test_real_root_uses_plain_device_paths(tmp_path, monkeypatch):
     real = [dev.Card(Path("/dev/davinci0"), "/dev/davinci0", 240, 0, GROUP, index=0)]
     host.cards, host.managers, host.driver_paths = real, [], [(Path("/usr/local/dcmi"), "/usr/local/dcmi")]
     flags, _ = dev.ascend_flags(npu_spec(min_driver=None), host, None)
-    assert flags == ["--device", "/dev/davinci0",
-                     "--mount", "type=bind,source=/usr/local/dcmi,target=/usr/local/dcmi,readonly",
-                     "--group-add", str(GROUP)]  # fmt: skip
+    assert flags == [
+        "--device",
+        "/dev/davinci0",
+        "--mount",
+        "type=bind,source=/usr/local/dcmi,target=/usr/local/dcmi,readonly",
+        "--group-add",
+        str(GROUP),
+    ]
 
 
 def test_cpu_uses_no_devices(tmp_path):
@@ -330,7 +368,8 @@ def test_cuda_flags_from_nvidia_smi(tmp_path):
     fake.chmod(0o755)
     gpus = dev.discover_cuda(tmp_path, runner)
     assert [(g.index, g.name, g.memory_mb) for g in gpus] == [(0, "NVIDIA H100 80GB HBM3", 81559)] * 1 + [
-        (1, "NVIDIA H100 80GB HBM3", 81559)]
+        (1, "NVIDIA H100 80GB HBM3", 81559)
+    ]
     assert calls[0][1].startswith("--query-gpu=index,name")
     assert dev.device_flags(cuda_spec(), None, root=tmp_path, runner=runner) == (["--gpus", "all"], {})
     assert dev.device_flags(cuda_spec(), "0-1", root=tmp_path, runner=runner) == (["--gpus", '"device=0,1"'], {})

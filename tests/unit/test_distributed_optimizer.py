@@ -63,7 +63,8 @@ def test_the_parameter_state_file_holds_every_parameter_once(runs):
     numel = sum(w.numel() for w in weights)
     assert per_dtype["numel_unpadded"] == numel
     assert {k: per_dtype[k].numel() for k in ("param", "exp_avg", "exp_avg_sq")} == dict.fromkeys(
-        ("param", "exp_avg", "exp_avg_sq"), numel)
+        ("param", "exp_avg", "exp_avg_sq"), numel
+    )
     # The bf16 weights are the rounded fp32 main weights, whichever shard held them.
     main = per_dtype["param"].bfloat16().float().sort().values
     assert torch.equal(main, torch.cat([w.float().flatten() for w in weights]).sort().values)
@@ -81,8 +82,22 @@ def test_the_plain_optimizer_trains_alike(runs):
 
 def test_resuming_with_the_other_optimizer_names_the_flag(runs):
     ws, _ = runs
-    proc = start(launch_argv(2, ["--bf16", "--train-iters", str(ITERS + 2), "--load", str(ws / "full"), "--save",
-                                 str(ws / "other"), "--no-distributed-optimizer"]), ws)
+    proc = start(
+        launch_argv(
+            2,
+            [
+                "--bf16",
+                "--train-iters",
+                str(ITERS + 2),
+                "--load",
+                str(ws / "full"),
+                "--save",
+                str(ws / "other"),
+                "--no-distributed-optimizer",
+            ],
+        ),
+        ws,
+    )
     out, _ = proc.communicate(timeout=240)
     assert proc.returncode != 0
     assert "saved with the distributed optimizer" in out and "resume with --distributed-optimizer" in out

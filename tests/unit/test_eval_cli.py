@@ -30,18 +30,37 @@ def tiny(tmp_path_factory):
 @pytest.mark.parametrize(
     "task, shots, subjects, categories",
     [
-        ("mmlu", 5, {"college_computer_science": 35, "formal_logic": 15, "high_school_computer_science": 35},
-         {"STEM": 70, "humanities": 15}),
+        (
+            "mmlu",
+            5,
+            {"college_computer_science": 35, "formal_logic": 15, "high_school_computer_science": 35},
+            {"STEM": 70, "humanities": 15},
+        ),
         ("ceval", 1, {"college_programming": 35, "logic": 15}, {"STEM": 35, "Humanities": 15}),
         ("boolq", 0, {"boolq": 35}, {"boolq": 35}),
     ],
-)  # fmt: skip
+)
 def test_each_task_writes_its_json(tiny, tmp_path, capsys, task, shots, subjects, categories):
     hf, data = tiny
     out = tmp_path / "res" / f"{task}.json"
     shots_arg = ["--shots", str(shots)] if task == "ceval" else []  # mmlu and boolq: their defaults
-    rc = llm_main(["eval", "--task", task, "--data-path", str(data / task), "--hf-dir", str(hf), *shots_arg,
-                   "--batch-size", "4", "--output", str(out), "--quiet"])  # fmt: skip
+    rc = llm_main(
+        [
+            "eval",
+            "--task",
+            task,
+            "--data-path",
+            str(data / task),
+            "--hf-dir",
+            str(hf),
+            *shots_arg,
+            "--batch-size",
+            "4",
+            "--output",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert f"{task} accuracy" in printed and "overall" in printed
@@ -69,8 +88,26 @@ def test_batch_size_does_not_change_predictions(tiny, tmp_path):
     preds = []
     for bs in ("1", "16"):
         out = tmp_path / f"{bs}.json"
-        llm_main(["eval", "--task", "mmlu", "--data-path", str(data / "mmlu"), "--hf-dir", str(hf), "--shots", "2",
-                  "--subjects", "formal_logic", "--batch-size", bs, "--output", str(out), "--quiet"])  # fmt: skip
+        llm_main(
+            [
+                "eval",
+                "--task",
+                "mmlu",
+                "--data-path",
+                str(data / "mmlu"),
+                "--hf-dir",
+                str(hf),
+                "--shots",
+                "2",
+                "--subjects",
+                "formal_logic",
+                "--batch-size",
+                bs,
+                "--output",
+                str(out),
+                "--quiet",
+            ]
+        )
         preds.append([p["prediction"] for p in json.loads(out.read_text())["predictions"]])
     assert len(preds[0]) == 15 and preds[0] == preds[1]
 
@@ -97,8 +134,27 @@ def test_bad_rows_are_reported_in_json_and_on_screen(tiny, tmp_path, capsys):
     test_csv.write_text(test_csv.read_text() + "Only three,a,b\nWhat?,a,b,c,d,F\n")
     (bad / "dev" / "college_computer_science_dev.csv").unlink()
     out = tmp_path / "r.json"
-    assert llm_main(["eval", "--task", "mmlu", "--data-path", str(bad), "--hf-dir", str(hf), "--shots", "1",
-                     "--subjects", "formal_logic,college_computer_science", "--output", str(out), "--quiet"]) == 0  # fmt: skip
+    assert (
+        llm_main(
+            [
+                "eval",
+                "--task",
+                "mmlu",
+                "--data-path",
+                str(bad),
+                "--hf-dir",
+                str(hf),
+                "--shots",
+                "1",
+                "--subjects",
+                "formal_logic,college_computer_science",
+                "--output",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     r = json.loads(out.read_text())
     assert r["skipped"] == {BAD_ANSWER: 1, MALFORMED: 1, NO_DEV: 35}
@@ -110,9 +166,14 @@ def test_bad_rows_are_reported_in_json_and_on_screen(tiny, tmp_path, capsys):
 def test_user_errors_print_one_sentence(tiny, tmp_path, capsys):
     hf, data = tiny
     assert llm_main(["eval", "--task", "hellaswag", "--data-path", str(data), "--hf-dir", str(hf)]) == 1
-    assert capsys.readouterr().err == "error: --task 'hellaswag' is not a known task; expected one of mmlu, ceval, boolq\n"
+    assert (
+        capsys.readouterr().err == "error: --task 'hellaswag' is not a known task; expected one of mmlu, ceval, boolq\n"
+    )
     assert llm_main(["eval", "--task", "mmlu", "--data-path", str(tmp_path / "missing"), "--hf-dir", str(hf)]) == 1
-    assert capsys.readouterr().err == f"error: --data-path {tmp_path / 'missing'}: not found; expected the mmlu data directory\n"
+    assert (
+        capsys.readouterr().err
+        == f"error: --data-path {tmp_path / 'missing'}: not found; expected the mmlu data directory\n"
+    )
     assert llm_main(["eval", "--task", "boolq", "--data-path", str(data / "boolq"), "--hf-dir", str(tmp_path)]) == 1
     assert "holds no config.json" in capsys.readouterr().err
     assert llm_main(["eval", "--task", "boolq", "--data-path", str(data / "boolq")]) == 1

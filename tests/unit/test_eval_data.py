@@ -112,7 +112,9 @@ def test_boolq_jsonl_and_bad_lines(tmp_path, sets):
 
 
 def test_user_errors_are_one_sentence(tmp_path):
-    with pytest.raises(NpuboxError, match=r"^--task 'hellaswag' is not a known task; expected one of mmlu, ceval, boolq$"):
+    with pytest.raises(
+        NpuboxError, match=r"^--task 'hellaswag' is not a known task; expected one of mmlu, ceval, boolq$"
+    ):
         load_eval_set("hellaswag", tmp_path, shots=0)
     with pytest.raises(NpuboxError, match=r"--data-path .*/nope: not found; expected the mmlu data directory"):
         load_eval_set("mmlu", tmp_path / "nope", shots=0)

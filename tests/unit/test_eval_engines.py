@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
-
-import socket
 
 import pytest
 
@@ -24,7 +23,6 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     from _eval_tiny_model import build_tiny_hf
-
     from llm.convert import main as convert
 
     root = tmp_path_factory.mktemp("engines")
@@ -33,8 +31,25 @@ def weights(tmp_path_factory):
     mcore = {}
     for tp in (1, 2):
         mcore[tp] = root / f"mcore_tp{tp}"
-        assert convert(["--model", "tiny", "--from", "hf", "--load-dir", str(hf), "--save-dir", str(mcore[tp]),
-                        "--tp", str(tp), "--pp", "1"]) == 0  # fmt: skip
+        assert (
+            convert(
+                [
+                    "--model",
+                    "tiny",
+                    "--from",
+                    "hf",
+                    "--load-dir",
+                    str(hf),
+                    "--save-dir",
+                    str(mcore[tp]),
+                    "--tp",
+                    str(tp),
+                    "--pp",
+                    "1",
+                ]
+            )
+            == 0
+        )
     return root, hf, mcore
 
 
@@ -49,8 +64,18 @@ def run_eval(args: list[str], nproc: int = 1) -> None:
     if nproc == 1:
         cmd = [sys.executable, "-m", "llm", "eval", *args]
     else:
-        cmd = [sys.executable, "-m", "llm", "launch", "--nproc", str(nproc), "--master-port", str(free_port()),
-               "eval", *args]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "llm",
+            "launch",
+            "--nproc",
+            str(nproc),
+            "--master-port",
+            str(free_port()),
+            "eval",
+            *args,
+        ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -66,7 +91,9 @@ def test_megatron_tp1_tp2_and_transformers_agree(weights, task):
 
     assert llm_main(["eval", *common, "--hf-dir", str(hf), "--output", str(root / f"{task}_hf.json")]) == 0
     run_eval([*common, "--load", str(mcore[1]), "--tokenizer", str(hf), "--output", str(root / f"{task}_tp1.json")])
-    run_eval([*common, "--load", str(mcore[2]), "--tokenizer", str(hf), "--output", str(root / f"{task}_tp2.json")], nproc=2)
+    run_eval(
+        [*common, "--load", str(mcore[2]), "--tokenizer", str(hf), "--output", str(root / f"{task}_tp2.json")], nproc=2
+    )
 
     results = {name: json.loads((root / f"{task}_{name}.json").read_text()) for name in ("hf", "tp1", "tp2")}
     assert results["tp2"]["checkpoint"]["engine"] == "megatron-core" and results["tp2"]["checkpoint"]["tp"] == 2
@@ -85,8 +112,19 @@ def test_a_tp2_checkpoint_in_one_process_says_how_to_launch(weights, capsys, mon
 
     root, hf, mcore = weights
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    rc = llm_main(["eval", "--task", "boolq", "--data-path", str(root / "eval" / "boolq"), "--load", str(mcore[2]),
-                   "--tokenizer", str(hf)])  # fmt: skip
+    rc = llm_main(
+        [
+            "eval",
+            "--task",
+            "boolq",
+            "--data-path",
+            str(root / "eval" / "boolq"),
+            "--load",
+            str(mcore[2]),
+            "--tokenizer",
+            str(hf),
+        ]
+    )
     assert rc == 1
     assert capsys.readouterr().err == (
         f"error: --load {mcore[2]}: checkpoint is split tp=2 but 1 process(es) run; "

@@ -52,13 +52,36 @@ def both_sides(lm_eval_python, tmp_path_factory):
     work.mkdir()
     harness.runner(lm_eval_python, "prepare", {"work": str(work), "tasks": specs}, env)
     out = root / "lm-eval.json"
-    harness.runner(lm_eval_python, "run", {"work": str(work), "hf_dir": str(hf), "batch_size": 4, "device": "cpu",
-                                           "tasks": specs, "out": str(out)}, env)  # fmt: skip
+    harness.runner(
+        lm_eval_python,
+        "run",
+        {"work": str(work), "hf_dir": str(hf), "batch_size": 4, "device": "cpu", "tasks": specs, "out": str(out)},
+        env,
+    )
     ours = {}
     for task in SHOTS:
         path = root / f"ours-{task}.json"
-        assert llm_main(["eval", "--task", task, "--data-path", str(data[task]), "--hf-dir", str(hf), "--shots", str(SHOTS[task]),
-                         "--batch-size", "4", "--output", str(path), "--quiet"]) == 0  # fmt: skip
+        assert (
+            llm_main(
+                [
+                    "eval",
+                    "--task",
+                    task,
+                    "--data-path",
+                    str(data[task]),
+                    "--hf-dir",
+                    str(hf),
+                    "--shots",
+                    str(SHOTS[task]),
+                    "--batch-size",
+                    "4",
+                    "--output",
+                    str(path),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         ours[task] = json.loads(path.read_text())
     return data, ours, json.loads(out.read_text())["tasks"]
 
@@ -84,8 +107,12 @@ def test_log_likelihoods_equal_lm_eval_built_in_tasks(both_sides, task, n):
 
 def test_headers_equal_lm_eval_for_every_subject(lm_eval_python):
     """All 57 MMLU and 52 C-Eval subjects, not only the sample sets' ones."""
-    where = subprocess.run([str(lm_eval_python), "-c", "import lm_eval.tasks as t, os; print(os.path.dirname(t.__file__))"],
-                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    where = subprocess.run(
+        [str(lm_eval_python), "-c", "import lm_eval.tasks as t, os; print(os.path.dirname(t.__file__))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     tasks = Path(where)
     for task, pattern, count in (("mmlu", "mmlu/default/mmlu_*.yaml", 57), ("ceval", "ceval/ceval-valid_*.yaml", 52)):
         files = sorted(tasks.glob(pattern))

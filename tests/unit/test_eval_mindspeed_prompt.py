@@ -55,8 +55,12 @@ def test_mindspeed_llm_style_is_mindspeed_llm_default_prompt(mindspeed):
         assert len(shots) == 5
         assert prompts.shared_start("ceval", subject, shots, style="mindspeed-llm") == template + "\n\n"
         q = dataclasses.replace(target, subject=subject)
-        expected = instruction.format(fewshot_template=template, question=question.format(
-            question=q.question, A=q.choices[0], B=q.choices[1], C=q.choices[2], D=q.choices[3]))  # fmt: skip
+        expected = instruction.format(
+            fewshot_template=template,
+            question=question.format(
+                question=q.question, A=q.choices[0], B=q.choices[1], C=q.choices[2], D=q.choices[3]
+            ),
+        )
         assert prompts.prompt("ceval", q, shots, style="mindspeed-llm") == expected
     # the answer is generated right after "答：", as the shots show it: no space
     assert prompts.continuations("ceval", style="mindspeed-llm") == ["A", "B", "C", "D"]
@@ -66,7 +70,9 @@ def test_mindspeed_llm_style_is_mindspeed_llm_default_prompt(mindspeed):
 def test_an_unknown_prompt_style_is_one_sentence():
     from llm.errors import NpuboxError
 
-    with pytest.raises(NpuboxError, match="C-Eval prompt style 'mindspeed' is not known; expected one of lm-eval, mindspeed-llm"):
+    with pytest.raises(
+        NpuboxError, match="C-Eval prompt style 'mindspeed' is not known; expected one of lm-eval, mindspeed-llm"
+    ):
         prompts.continuations("ceval", style="mindspeed")
 
 
@@ -74,7 +80,6 @@ def test_cli_asks_ceval_in_the_chosen_style(tmp_path):
     """`--ceval-prompt mindspeed-llm` changes what is scored (and says so in the results); the default is lm-eval's."""
     pytest.importorskip("transformers")
     from _eval_tiny_model import build_tiny_hf
-
     from llm.__main__ import main as llm_main
     from llm.eval import sample_sets
 
@@ -84,8 +89,26 @@ def test_cli_asks_ceval_in_the_chosen_style(tmp_path):
     for style in (None, "mindspeed-llm"):
         out = tmp_path / f"{style}.json"
         flag = ["--ceval-prompt", style] if style else []
-        assert llm_main(["eval", "--task", "ceval", "--data-path", str(data), "--hf-dir", str(hf), "--shots", "2", *flag,
-                         "--output", str(out), "--quiet"]) == 0  # fmt: skip
+        assert (
+            llm_main(
+                [
+                    "eval",
+                    "--task",
+                    "ceval",
+                    "--data-path",
+                    str(data),
+                    "--hf-dir",
+                    str(hf),
+                    "--shots",
+                    "2",
+                    *flag,
+                    "--output",
+                    str(out),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         results[style] = json.loads(out.read_text())
     assert results[None]["settings"]["prompt"] == "lm-eval"
     assert results["mindspeed-llm"]["settings"]["prompt"] == "mindspeed-llm"

@@ -29,7 +29,7 @@ def test_mmlu_few_shot_prompt_is_the_standard_format():
 def test_mmlu_zero_shot_prompt():
     q = mc("anatomy", "Q?", ["a", "b", "c", "d"], 2)
     assert prompts.prompt("mmlu", q, []) == (
-        "The following are multiple choice questions (with answers) about anatomy.\n\nQ?\nA. a\nB. b\nC. c\nD. d\nAnswer:"
+        "The following are multiple choice questions (with answers) about anatomy.\n\nQ?\nA. a\nB. b\nC. c\nD. d\nAnswer:"  # noqa: E501
     )
 
 
@@ -96,7 +96,10 @@ class FakeEngine:
 
 def test_one_forward_per_question_when_answers_are_single_tokens():
     engine = FakeEngine()
-    reqs = [scoring.Request((1, 2, 3), ((10,), (11,), (12,), (13,))), scoring.Request((4, 5), ((10,), (11,), (12,), (13,)))]
+    reqs = [
+        scoring.Request((1, 2, 3), ((10,), (11,), (12,), (13,))),
+        scoring.Request((4, 5), ((10,), (11,), (12,), (13,))),
+    ]
     scored = scoring.score(engine, reqs, batch_size=8)
     assert scored.forwards == 2 and engine.prompts == [(1, 2, 3), (4, 5)]  # longest first
     assert scored.choice_logprobs[1] == [-0.12, -0.13, -0.14, -0.15]
@@ -105,7 +108,11 @@ def test_one_forward_per_question_when_answers_are_single_tokens():
 
 def test_multi_token_answers_sum_over_their_tokens_and_batches_are_bounded():
     engine = FakeEngine()
-    reqs = [scoring.Request((1,), ((5, 6), (7,))), scoring.Request((2,), ((5, 6), (7,))), scoring.Request((3,), ((9,),))]
+    reqs = [
+        scoring.Request((1,), ((5, 6), (7,))),
+        scoring.Request((2,), ((5, 6), (7,))),
+        scoring.Request((3,), ((9,),)),
+    ]
     scored = scoring.score(engine, reqs, batch_size=2)
     # prefixes: (1,), (1, 5), (2,), (2, 5), (3,): each run once
     assert sorted(engine.prompts) == [(1,), (1, 5), (2,), (2, 5), (3,)]
@@ -148,7 +155,9 @@ class FakeSharedEngine(FakeEngine):
         if shared:
             self.shared_calls.append((tuple(shared), [tuple(r) for r in rows]))
         full = [tuple(shared) + tuple(r) for r in rows]
-        return [[self.score_next_token([f[: len(shared) + pos + 1]], [c])[0] for pos, c in rr] for f, rr in zip(full, reads)]
+        return [
+            [self.score_next_token([f[: len(shared) + pos + 1]], [c])[0] for pos, c in rr] for f, rr in zip(full, reads)
+        ]
 
 
 def test_shared_prefix_runs_once_per_group_and_gives_the_same_scores():
@@ -166,7 +175,7 @@ def test_shared_prefix_runs_once_per_group_and_gives_the_same_scores():
 
 
 def test_one_row_per_question_serves_answers_of_several_tokens():
-    """" y"+"es" beside " no": the row prompt + " y" gives both first tokens and "es"; results equal
+    """ " y"+"es" beside " no": the row prompt + " y" gives both first tokens and "es"; results equal
     the one-prefix-per-row scoring."""
     reqs = [scoring.Request((1, 2), ((5, 6), (7,))), scoring.Request((3,), ((5, 6, 8), (5, 9), (4,)))]
     plain = scoring.score(FakeEngine(), reqs, batch_size=8)

@@ -19,7 +19,10 @@ def test_names_parse_and_map_to_megatron_config_fields():
     assert parse_fusions("none") == () and parse_fusions("") == ()
     assert parse_fusions(" swiglu, cross-entropy ") == ("swiglu", "cross-entropy")
     assert config_overrides(("swiglu", "compile", "cross-entropy"), bf16=True) == {
-        "bias_activation_fusion": True, "cross_entropy_loss_fusion": True, "cross_entropy_fusion_impl": "native"}
+        "bias_activation_fusion": True,
+        "cross_entropy_loss_fusion": True,
+        "cross_entropy_fusion_impl": "native",
+    }
     with pytest.raises(NpuboxError, match="--fusions swiglu,rope: unknown rope; expected a comma-separated list of"):
         parse_fusions("swiglu,rope")
     with pytest.raises(NpuboxError, match="cross-entropy rounds the logits' gradient to bf16: use it with --bf16 only"):
@@ -32,8 +35,22 @@ def test_fusions_train_like_the_plain_model(tmp_path):
 
     ws = make_workspace(tmp_path / "ws")
     procs = {
-        name: start(launch_argv(1, ["--train-iters", "20", "--fusions", fusions, "--save", str(ws / name),
-                                    "--metrics", str(ws / f"{name}.jsonl")]), ws)
+        name: start(
+            launch_argv(
+                1,
+                [
+                    "--train-iters",
+                    "20",
+                    "--fusions",
+                    fusions,
+                    "--save",
+                    str(ws / name),
+                    "--metrics",
+                    str(ws / f"{name}.jsonl"),
+                ],
+            ),
+            ws,
+        )
         for name, fusions in (("plain", "none"), ("fused", FUSED))
     }
     outs = {name: finish(p, timeout=600) for name, p in procs.items()}

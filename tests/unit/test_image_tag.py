@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 import llm
-from llm.env.base import bootstrap_tag, debian_mirror
 from llm.env.arch import pip_platforms
+from llm.env.base import bootstrap_tag, debian_mirror
 from llm.env.context import render_dockerfile
 from llm.env.labels import baked_spec, labels
 from llm.env.spec import LoadedSpec, load_spec, load_spec_file
@@ -156,7 +156,9 @@ def test_a_newline_value_is_refused_when_the_spec_is_validated(tmp_path):
         write_env(tmp_path, replaced(CPU_YAML, 'OMP_NUM_THREADS: "2"', 'OMP_NUM_THREADS: "2\\nRUN rm -rf /"'))
     message = str(info.value)
     assert message.startswith(f"{tmp_path / 'cpu.yaml'}: invalid (1 problem)")
-    assert "field `env`" in message and "single-line values without control characters; OMP_NUM_THREADS holds" in message
+    assert (
+        "field `env`" in message and "single-line values without control characters; OMP_NUM_THREADS holds" in message
+    )
 
 
 def test_dockerfile_stages_go_from_least_to_most_often_changed():
@@ -179,7 +181,7 @@ def test_dockerfile_stages_go_from_least_to_most_often_changed():
     assert index(lambda line: line.startswith("COPY spec.json"))[0] < llm_copy[0]
     assert index(lambda line: line == 'ENV OMP_NUM_THREADS="2"')[0] < llm_copy[0]
     # After the llm package: only compiling it and the runtime settings.
-    tail = [line for line in lines[llm_copy[0] + 1:] if line and not line.startswith("#")]
+    tail = [line for line in lines[llm_copy[0] + 1 :] if line and not line.startswith("#")]
     assert all(line.split()[0] in {"RUN", "USER", "WORKDIR", "CMD", "ENTRYPOINT", "LABEL"} for line in tail), tail
     assert [line for line in tail if line.startswith("RUN")] == ["RUN python -m compileall -q /opt/npubox/src/llm"]
     assert not any(re.search(r"proxy|PIP_INDEX|PIP_CERT", line, re.I) for line in lines if not line.startswith("#"))

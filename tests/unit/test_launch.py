@@ -22,7 +22,9 @@ def planned(*argv: str, devices: int = 0):
 
 def test_static_launch_runs_the_phase_module_on_each_device(monkeypatch):
     monkeypatch.delenv("CUDA_DEVICE_MAX_CONNECTIONS", raising=False)
-    p = planned("--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1", "pretrain", "--model", "tiny", devices=8)
+    p = planned(
+        "--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1", "pretrain", "--model", "tiny", devices=8
+    )
     assert p.torchrun_args[:3] == ["--nproc-per-node=8", "--nnodes=2", "--max-restarts=0"]
     assert {"--node-rank=1", "--master-addr=10.0.0.1", "--master-port=6000"} <= set(p.torchrun_args)
     assert p.torchrun_args[-5:] == ["-m", "llm", "pretrain", "--model", "tiny"]
@@ -37,7 +39,9 @@ def test_cpu_defaults_to_one_process_and_nproc_overrides():
 
 def test_c10d_rendezvous(monkeypatch):
     p = planned("--nnodes", "1:4", "--rdzv-endpoint", "head:29400", "--rdzv-id", "job7", "pretrain")
-    assert {"--rdzv-backend=c10d", "--rdzv-endpoint=head:29400", "--rdzv-id=job7", "--nnodes=1:4"} <= set(p.torchrun_args)
+    assert {"--rdzv-backend=c10d", "--rdzv-endpoint=head:29400", "--rdzv-id=job7", "--nnodes=1:4"} <= set(
+        p.torchrun_args
+    )
     assert not any(a.startswith(("--node-rank", "--master-addr")) for a in p.torchrun_args)
 
 
@@ -67,7 +71,9 @@ def test_bad_launch_options(argv, message):
 def node_argv(node: int, port: int, metrics: Path, iters: int, heartbeat: str = "30") -> list[str]:
     launch = ("--nnodes", "2", "--node-rank", str(node), "--master-addr", "127.0.0.1", "--heartbeat-timeout", heartbeat)
     save = metrics.with_suffix(".ckpt")  # both nodes share it, as nodes share storage
-    return launch_argv(2, ["--tp", "2", "--train-iters", str(iters), "--save", str(save), "--metrics", str(metrics)], port, launch)
+    return launch_argv(
+        2, ["--tp", "2", "--train-iters", str(iters), "--save", str(save), "--metrics", str(metrics)], port, launch
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +85,12 @@ def ws(tmp_path_factory):
 
 def test_two_nodes_train_like_one_node_of_the_same_world_size(ws):
     port = free_port()
-    one = start(launch_argv(4, ["--tp", "2", "--train-iters", "6", "--save", str(ws / "one.ckpt"),
-                                "--metrics", str(ws / "one.jsonl")]), ws)
+    one = start(
+        launch_argv(
+            4, ["--tp", "2", "--train-iters", "6", "--save", str(ws / "one.ckpt"), "--metrics", str(ws / "one.jsonl")]
+        ),
+        ws,
+    )
     node0 = start(node_argv(0, port, ws / "two.jsonl", 6), ws)
     node1 = start(node_argv(1, port, ws / "two.jsonl", 6), ws)
     out = finish(node0)
@@ -183,5 +193,7 @@ def test_heartbeat_names_a_silent_rank_but_not_one_that_finished(monkeypatch):
             assert [hb.verdict for hb in beats[:2]] == [None, None]
         else:
             for hb in beats[:2]:
-                assert hb.verdict.startswith("lost rank 2 on node 0 (") and hb.verdict.endswith("): no heartbeat for 1.5 s")
+                assert hb.verdict.startswith("lost rank 2 on node 0 (") and hb.verdict.endswith(
+                    "): no heartbeat for 1.5 s"
+                )
     del server

@@ -11,20 +11,36 @@ def test_uv_gets_the_hosts_pip_settings_without_naming_its_paths(monkeypatch, tm
     constraints = tmp_path / "site" / "constraints.txt"
     constraints.parent.mkdir()
     constraints.write_text("torch<=2.14.1\n")
-    monkeypatch.setattr(lock, "pip_config", lambda: {
-        "index-url": ["https://index.invalid/simple"],
-        "extra-index-url": ["https://extra.invalid/a", "https://extra.invalid/b"],
-        "find-links": ["/srv/wheels"],
-        "constraint": [str(constraints)],
-        "cert": ["/srv/ca.pem"],
-    })  # fmt: skip
+    monkeypatch.setattr(
+        lock,
+        "pip_config",
+        lambda: {
+            "index-url": ["https://index.invalid/simple"],
+            "extra-index-url": ["https://extra.invalid/a", "https://extra.invalid/b"],
+            "find-links": ["/srv/wheels"],
+            "constraint": [str(constraints)],
+            "cert": ["/srv/ca.pem"],
+        },
+    )
     work = tmp_path / "work"
     work.mkdir()
     args, env = lock.uv_site_args(Site([Path("/srv/more-wheels")]), work)
-    assert args == ["--index-strategy", "unsafe-best-match", "--index-url", "https://index.invalid/simple",
-                    "--extra-index-url", "https://extra.invalid/a", "--extra-index-url", "https://extra.invalid/b",
-                    "--find-links", "/srv/wheels", "--find-links", "/srv/more-wheels",
-                    "--constraint", "site-constraints-0.txt"]  # fmt: skip
+    assert args == [
+        "--index-strategy",
+        "unsafe-best-match",
+        "--index-url",
+        "https://index.invalid/simple",
+        "--extra-index-url",
+        "https://extra.invalid/a",
+        "--extra-index-url",
+        "https://extra.invalid/b",
+        "--find-links",
+        "/srv/wheels",
+        "--find-links",
+        "/srv/more-wheels",
+        "--constraint",
+        "site-constraints-0.txt",
+    ]
     assert (work / "site-constraints-0.txt").read_text() == "torch<=2.14.1\n"  # copied: the lock names no host path
     assert env["SSL_CERT_FILE"] == "/srv/ca.pem"
 

@@ -21,9 +21,9 @@ from llm.recipes import load_recipe
 
 # (stack commit, model, what the user edits in the script, our extra arguments, nodes to launch)
 CASES = {
-    # seed 004: the 2.0.0 script with SEQ_LEN=4096 (its TP4 PP2 MBS1 GBS64 are the script's own values)
-    "2.0.0 qwen25-7b (seed 004)": (V200, "qwen25-7b", {"SEQ_LEN": "4096"}, [], (1, 2)),
-    # 2.3.0: the same script; the recipe's sequence length is seed 004's 4096 ...
+    # MindSpeed-LLM 2.0.0's Qwen2.5-7B guide: the script with SEQ_LEN=4096 (its TP4 PP2 MBS1 GBS64 are the script's own)
+    "2.0.0 qwen25-7b (Qwen2.5 guide)": (V200, "qwen25-7b", {"SEQ_LEN": "4096"}, [], (1, 2)),
+    # 2.3.0: the same script; the recipe's sequence length is the 2.0.0 guide's 4096 ...
     "2.3.0 qwen25-7b": (V230, "qwen25-7b", {"SEQ_LEN": "4096"}, [], (1, 2)),
     # ... and with --seq-length 32768 the script as shipped
     "2.3.0 qwen25-7b 32k": (V230, "qwen25-7b", {}, ["--seq-length", "32768"], (1, 2)),
@@ -31,15 +31,16 @@ CASES = {
     "2.3.0 qwen25-72b": (V230, "qwen25-72b", {}, [], (16, 32)),
     # 26.0.0 ships no qwen25 script but the 72B's
     "26.0.0 qwen25-72b": (V2600, "qwen25-72b", {}, [], (16, 32)),
-    # seed 000: ModelLink v1.0.RC1.0
-    "ModelLink 1.0 qwen-7b (seed 000)": (ML_RC1, "qwen-7b", {}, [], (1, 2)),
-    # seed 003: ModelLink master at the date of its Aquila2 guide (not in v1.0.RC1.0)
+    # ModelLink v1.0.RC1.0 examples/qwen (its Qwen guide)
+    "ModelLink 1.0 qwen-7b (Qwen guide)": (ML_RC1, "qwen-7b", {}, [], (1, 2)),
+    # ModelLink master at the date of its Aquila2 guide, examples/aquila2/README.md (not in v1.0.RC1.0)
     "ModelLink 17b97452 qwen-7b": (ML_MASTER, "qwen-7b", {}, [], (1, 2)),
-    "ModelLink 17b97452 aquila2-7b (seed 003)": (ML_MASTER, "aquila2-7b", {}, [], (1, 2)),
+    "ModelLink 17b97452 aquila2-7b (Aquila2 guide)": (ML_MASTER, "aquila2-7b", {}, [], (1, 2)),
 }
-# The Aquila2 script sets CKPT_SAVE_DIR but passes no --save; its guide (seed 003) says to pass --save to keep the
-# trained weights, which npubox always does (checkpoints/<model>/pretrain, read by `llm convert` back to HF).
-SAVES_THOUGH_THE_SCRIPT_DOES_NOT = {"ModelLink 17b97452 aquila2-7b (seed 003)"}
+# The Aquila2 script sets CKPT_SAVE_DIR but passes no --save; its guide (examples/aquila2/README.md) says to pass
+# --save to keep the trained weights, which npubox always does (checkpoints/<model>/pretrain, read by `llm convert`
+# back to HF).
+SAVES_THOUGH_THE_SCRIPT_DOES_NOT = {"ModelLink 17b97452 aquila2-7b (Aquila2 guide)"}
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +61,10 @@ def scripts(tmp_path_factory):
 def test_flags_and_torchrun_equal_the_example_script(case, scripts, tmp_path, monkeypatch):
     commit, model, edits, extra, node_counts = CASES[case]
     if scripts[case] is None:
-        pytest.skip(f"{source_archive('MindSpeed-LLM', commit).name} is not in ../shared/sources: the ModelLink "
-                    "commit whose examples/aquila2 README is seed 003's guide is not among the pinned sources")  # fmt: skip
+        pytest.skip(
+            f"{source_archive('MindSpeed-LLM', commit).name} is not in ../shared/sources: the ModelLink "
+            "commit whose examples/aquila2 README is the Aquila2 guide is not among the pinned sources"
+        )
     recipe = load_recipe(model)
     tp, pp = recipe.defaults("pretrain").tp, recipe.defaults("pretrain").pp
     ws = workspace_for(tmp_path, model, tp, pp)
@@ -70,14 +73,23 @@ def test_flags_and_torchrun_equal_the_example_script(case, scripts, tmp_path, mo
 
     for nnodes in node_counts:
         for node_rank in sorted({0, nnodes - 1}):
-            plan, _ = make_plan(["--model", model, "--stack", commit, "--source-dir", str(tmp_path / "src"), *extra],
-                                launch_ns(nnodes, node_rank), devices=8, workspace=ws)  # fmt: skip
-            paths = {"CKPT_LOAD_DIR": str(ws.checkpoint_dir(model, f"hf-tp{tp}-pp{pp}")),
-                     "CKPT_SAVE_DIR": str(ws.checkpoint_dir(model, "pretrain")),
-                     "DATA_PATH": f"{ws.dataset_prefix(model)}_text_document",
-                     "TOKENIZER_PATH": str(ws.hf_dir(model)), "TOKENIZER_MODEL": str(ws.hf_dir(model))}  # fmt: skip
-            script = parse_script(scripts[case], {**edits, **paths, "NNODES": str(nnodes),
-                                                  "NODE_RANK": str(node_rank), "MASTER_ADDR": "10.1.2.3"})  # fmt: skip
+            plan, _ = make_plan(
+                ["--model", model, "--stack", commit, "--source-dir", str(tmp_path / "src"), *extra],
+                launch_ns(nnodes, node_rank),
+                devices=8,
+                workspace=ws,
+            )
+            paths = {
+                "CKPT_LOAD_DIR": str(ws.checkpoint_dir(model, f"hf-tp{tp}-pp{pp}")),
+                "CKPT_SAVE_DIR": str(ws.checkpoint_dir(model, "pretrain")),
+                "DATA_PATH": f"{ws.dataset_prefix(model)}_text_document",
+                "TOKENIZER_PATH": str(ws.hf_dir(model)),
+                "TOKENIZER_MODEL": str(ws.hf_dir(model)),
+            }
+            script = parse_script(
+                scripts[case],
+                {**edits, **paths, "NNODES": str(nnodes), "NODE_RANK": str(node_rank), "MASTER_ADDR": "10.1.2.3"},
+            )
 
             ours = flag_map(plan.composed.argv)
             if case in SAVES_THOUGH_THE_SCRIPT_DOES_NOT:
@@ -85,7 +97,7 @@ def test_flags_and_torchrun_equal_the_example_script(case, scripts, tmp_path, mo
                 del ours["--save"]
             assert flag_differences(ours, script.flags) == []
             program_at = plan.torchrun_args.index(str(plan.program))
-            assert plan.torchrun_args[program_at + 1:] == plan.composed.argv
+            assert plan.torchrun_args[program_at + 1 :] == plan.composed.argv
             assert script.program == "pretrain_gpt.py" and plan.program.name == "pretrain_gpt.py"
             assert torchrun_options(plan.torchrun_args[:program_at]) == torchrun_options(script.torchrun_args)
             assert plan.world_size == 8 * nnodes
@@ -95,8 +107,12 @@ def test_flags_and_torchrun_equal_the_example_script(case, scripts, tmp_path, mo
 
 def test_dry_run_prints_one_flag_a_line(scripts, tmp_path, monkeypatch):
     ws = workspace_for(tmp_path, "qwen25-7b", 4, 2)
-    plan, _ = make_plan(["--model", "qwen25-7b", "--stack", V200, "--source-dir", "/src/MindSpeed-LLM"],
-                        launch_ns(1, 0), devices=8, workspace=ws)  # fmt: skip
+    plan, _ = make_plan(
+        ["--model", "qwen25-7b", "--stack", V200, "--source-dir", "/src/MindSpeed-LLM"],
+        launch_ns(1, 0),
+        devices=8,
+        workspace=ws,
+    )
     text = render(plan)
     lines = text.splitlines()
     assert lines[1] == "cd /src/MindSpeed-LLM"
@@ -117,9 +133,30 @@ def plan_for(tmp_path, model: str, commit: str, *argv: str, nnodes: int = 1, dev
 
 
 def test_user_overrides_replace_the_scripts_values(tmp_path):
-    plan, ws = plan_for(tmp_path, "qwen25-7b", V230, "--lr", "3e-5", "--train-iters", "50", "--warmup", "5", "--fp32",
-                        "--seed", "7", "--save-interval", "10", "--exit-interval", "20", "--no-distributed-optimizer",
-                        "--", "--recompute-granularity", "full", "--seed", "8")  # fmt: skip
+    plan, ws = plan_for(
+        tmp_path,
+        "qwen25-7b",
+        V230,
+        "--lr",
+        "3e-5",
+        "--train-iters",
+        "50",
+        "--warmup",
+        "5",
+        "--fp32",
+        "--seed",
+        "7",
+        "--save-interval",
+        "10",
+        "--exit-interval",
+        "20",
+        "--no-distributed-optimizer",
+        "--",
+        "--recompute-granularity",
+        "full",
+        "--seed",
+        "8",
+    )
     flags = flag_map(plan.composed.argv)
     assert flags["--lr"] == ("3e-05",) and flags["--train-iters"] == ("50",) and flags["--save-interval"] == ("10",)
     assert flags["--lr-warmup-iters"] == ("5",) and "--lr-warmup-fraction" not in flags
@@ -170,13 +207,29 @@ def test_what_the_engine_refuses(tmp_path, model, commit, argv, devices, words):
 def test_the_stack_comes_from_the_baked_spec(tmp_path, monkeypatch):
     import json
 
-    import llm.envinfo
+    import llm.runtime_report
 
     baked = tmp_path / "spec.json"
-    baked.write_text(json.dumps({"tag": "t", "pins": {}, "spec": {"engine": "mindspeed-llm", "sources": [
-        {"name": "MindSpeed", "commit": "dc83a031a2653341be1690013c11cfbf556155c5", "install": "editable"},
-        {"name": "MindSpeed-LLM", "commit": V200, "install": "pythonpath"}]}}))  # fmt: skip
-    monkeypatch.setattr(llm.envinfo, "BAKED_SPEC", baked)
+    baked.write_text(
+        json.dumps(
+            {
+                "tag": "t",
+                "pins": {},
+                "spec": {
+                    "engine": "mindspeed-llm",
+                    "sources": [
+                        {
+                            "name": "MindSpeed",
+                            "commit": "dc83a031a2653341be1690013c11cfbf556155c5",
+                            "install": "editable",
+                        },
+                        {"name": "MindSpeed-LLM", "commit": V200, "install": "pythonpath"},
+                    ],
+                },
+            }
+        )
+    )
+    monkeypatch.setattr(llm.runtime_report, "BAKED_SPEC", baked)
     monkeypatch.setenv("NPUBOX_SOURCES", "/images/sources")
     from llm.pretrain import split_engine
 
@@ -195,11 +248,36 @@ def test_launch_dry_run_from_the_command_line(tmp_path):
 
     workspace_for(tmp_path, "qwen-7b", 8, 1)
     out = subprocess.run(
-        [sys.executable, "-m", "llm", "launch", "--nproc", "8", "--nnodes", "2", "--node-rank", "1", "--master-addr",
-         "10.0.0.9", "--dry-run", "pretrain", "--model", "qwen-7b", "--engine", "mindspeed-llm", "--stack", ML_RC1,
-         "--source-dir", "/src/ModelLink"],
-        cwd=REPO, env=env_for(tmp_path), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "llm",
+            "launch",
+            "--nproc",
+            "8",
+            "--nnodes",
+            "2",
+            "--node-rank",
+            "1",
+            "--master-addr",
+            "10.0.0.9",
+            "--dry-run",
+            "pretrain",
+            "--model",
+            "qwen-7b",
+            "--engine",
+            "mindspeed-llm",
+            "--stack",
+            ML_RC1,
+            "--source-dir",
+            "/src/ModelLink",
+        ],
+        cwd=REPO,
+        env=env_for(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stderr.splitlines()
     assert "  --nnodes=2 \\" in lines and "  --node-rank=1 \\" in lines and "  --master-addr=10.0.0.9 \\" in lines
@@ -220,7 +298,7 @@ def test_the_reader_reads_each_script_as_bash_does(case, scripts, tmp_path):
     script = parse_script(scripts[case])
     program_at = words.index("pretrain_gpt.py")
     assert words[:program_at] == script.torchrun_args
-    assert flag_map(words[program_at + 1:]) == script.flags
+    assert flag_map(words[program_at + 1 :]) == script.flags
 
 
 def test_launch_keeps_engine_mcore_for_its_workers(tmp_path, monkeypatch):
@@ -233,9 +311,27 @@ def test_launch_keeps_engine_mcore_for_its_workers(tmp_path, monkeypatch):
 
     baked = tmp_path / "spec.json"
     baked.write_text(json.dumps({"tag": "t", "pins": {}, "spec": {"engine": "mindspeed-llm", "sources": []}}))
-    out = subprocess.run([sys.executable, "-m", "llm", "launch", "--nproc", "2", "--dry-run", "pretrain", "--model",
-                          "tiny", "--engine", "mcore"], cwd=REPO, env=env_for(tmp_path, NPUBOX_BAKED_SPEC=str(baked)),
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llm",
+            "launch",
+            "--nproc",
+            "2",
+            "--dry-run",
+            "pretrain",
+            "--model",
+            "tiny",
+            "--engine",
+            "mcore",
+        ],
+        cwd=REPO,
+        env=env_for(tmp_path, NPUBOX_BAKED_SPEC=str(baked)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "-m llm pretrain --model tiny --engine mcore" in out.stderr
 

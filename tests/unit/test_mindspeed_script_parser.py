@@ -46,10 +46,14 @@ def test_variables_blocks_and_the_torchrun_line():
     assert s.torchrun_args == ["--nproc_per_node", "8", "--nnodes", "2"]
     assert s.program == "pretrain_gpt.py"
     assert s.flags == {
-        "--tensor-model-parallel-size": ("4",), "--world": ("16",), "--norm-epsilon": ("1e-6",), "--bf16": (),
-        "--load": ("/ws/ckpt",), "--tokenizer-kwargs": ("eos_token", "<|endoftext|>"),
+        "--tensor-model-parallel-size": ("4",),
+        "--world": ("16",),
+        "--norm-epsilon": ("1e-6",),
+        "--bf16": (),
+        "--load": ("/ws/ckpt",),
+        "--tokenizer-kwargs": ("eos_token", "<|endoftext|>"),
         "--distributed-backend": ("nccl",),
-    }  # fmt: skip
+    }
 
 
 def test_an_unset_override_keeps_the_scripts_value_and_unquoted_paths_split_as_in_bash():
@@ -61,12 +65,14 @@ def test_an_unset_override_keeps_the_scripts_value_and_unquoted_paths_split_as_i
 def test_bash_agrees(tmp_path):
     """Run the script with bash, torchrun replaced by a function printing its arguments one per line."""
     script = tmp_path / "s.sh"
-    script.write_text(SCRIPT.replace("#!/bin/bash", "#!/bin/bash\ntorchrun() { printf '%s\\n' \"$@\"; }\ntee() { cat; }"))
+    script.write_text(
+        SCRIPT.replace("#!/bin/bash", "#!/bin/bash\ntorchrun() { printf '%s\\n' \"$@\"; }\ntee() { cat; }")
+    )
     words = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=True).stdout.splitlines()
     s = parse_script(SCRIPT)
     program_at = words.index("pretrain_gpt.py")
     assert words[:program_at] == s.torchrun_args
-    assert flag_map(words[program_at + 1:]) == s.flags
+    assert flag_map(words[program_at + 1 :]) == s.flags
 
 
 def test_flag_map_and_comparison():
@@ -77,7 +83,10 @@ def test_flag_map_and_comparison():
     assert same_values(("1e-1",), ("0.1",)) and same_values(("1000000",), ("1000000.0",))
     assert not same_values(("1e-5",), ("1e-6",)) and not same_values(("a",), ("b",)) and not same_values(("1",), ())
     assert flag_differences({"--a": ("1",), "--b": ()}, {"--a": ("2",), "--c": ()}) == [
-        "only ours: --b ", "only the script: --c ", "--a: ours '1', script '2'"]
+        "only ours: --b ",
+        "only the script: --c ",
+        "--a: ours '1', script '2'",
+    ]
 
 
 def test_unterminated_quote_is_an_error():

@@ -45,10 +45,26 @@ def stack_tree(root, commit: str) -> str:
 
 
 def validate(root, commit: str, model: str, nnodes: int, *extra: str) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "llm.pretrain.megatron_validate", "--stack", commit, "--model", model, "--nnodes",
-            str(nnodes), *extra]  # fmt: skip
-    return subprocess.run(argv, cwd=root, env=env_for(root, PYTHONPATH=stack_tree(root, commit)), capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "llm.pretrain.megatron_validate",
+        "--stack",
+        commit,
+        "--model",
+        model,
+        "--nnodes",
+        str(nnodes),
+        *extra,
+    ]
+    return subprocess.run(
+        argv,
+        cwd=root,
+        env=env_for(root, PYTHONPATH=stack_tree(root, commit)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")

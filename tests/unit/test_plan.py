@@ -11,8 +11,12 @@ NPU_ENVS = [n for n in env_names() if load_spec(n).spec.accelerator == "npu"]
 
 
 def test_the_ascend_stacks_are_there():
-    assert NPU_ENVS == ["ascend-mindspeed-llm-2.0.0", "ascend-mindspeed-llm-2.3.0", "ascend-mindspeed-llm-26.0.0",
-                        "ascend-modellink-1.0"]  # fmt: skip
+    assert NPU_ENVS == [
+        "ascend-mindspeed-llm-2.0.0",
+        "ascend-mindspeed-llm-2.3.0",
+        "ascend-mindspeed-llm-26.0.0",
+        "ascend-modellink-1.0",
+    ]
 
 
 @pytest.mark.parametrize("env", NPU_ENVS)

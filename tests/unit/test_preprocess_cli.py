@@ -24,18 +24,32 @@ def final_files(d: Path) -> list[str]:
 
 
 def test_help_explains_the_options():
-    out = subprocess.run([sys.executable, "-m", "llm", "preprocess", "--help"], cwd=REPO, capture_output=True,
-                         text=True, check=True).stdout
-    for flag in ("--input", "--tokenizer", "--output-prefix", "--handler", "--json-keys", "--append-eod",
-                 "--workers", "--seq-length", "--prompt-type", "--strict", "--model"):
+    out = subprocess.run(
+        [sys.executable, "-m", "llm", "preprocess", "--help"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    for flag in (
+        "--input",
+        "--tokenizer",
+        "--output-prefix",
+        "--handler",
+        "--json-keys",
+        "--append-eod",
+        "--workers",
+        "--seq-length",
+        "--prompt-type",
+        "--strict",
+        "--model",
+    ):
         assert flag in out
 
 
 def test_model_fills_every_default_from_the_workspace(tmp_path, monkeypatch, capsys):
     ws = tmp_path / "ws"
     shutil.copytree(tokenizer_dir(), ws / "models" / "tiny" / "hf")
-    write_jsonl((ws / "data" / "raw").mkdir(parents=True) or ws / "data" / "raw" / "sample.jsonl",
-                ({"text": t} for t in docstring_texts()[:50]))
+    write_jsonl(
+        (ws / "data" / "raw").mkdir(parents=True) or ws / "data" / "raw" / "sample.jsonl",
+        ({"text": t} for t in docstring_texts()[:50]),
+    )
     monkeypatch.setenv("NPUBOX_WORKSPACE", str(ws))
     assert main(["--model", "tiny", "--quiet"]) == 0
     out = ws / "data" / "tiny"
@@ -57,8 +71,16 @@ def test_tokenizer_directory_without_tokenizer_fails_before_work(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"text": "x"}])
     (tmp_path / "empty").mkdir()
     with pytest.raises(NpuboxError, match="has no tokenizer.json and transformers cannot load one"):
-        main(["--input", str(tmp_path / "a.jsonl"), "--tokenizer", str(tmp_path / "empty"),
-              "--output-prefix", str(tmp_path / "out" / "x")])
+        main(
+            [
+                "--input",
+                str(tmp_path / "a.jsonl"),
+                "--tokenizer",
+                str(tmp_path / "empty"),
+                "--output-prefix",
+                str(tmp_path / "out" / "x"),
+            ]
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -66,8 +88,16 @@ def test_unwritable_output_directory_fails_before_work(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"text": "x"}])
     (tmp_path / "a_file").write_text("")
     with pytest.raises(NpuboxError, match="output directory .*a_file/sub cannot be created"):
-        main(["--input", str(tmp_path / "a.jsonl"), "--tokenizer", str(tokenizer_dir()),
-              "--output-prefix", str(tmp_path / "a_file" / "sub" / "x")])
+        main(
+            [
+                "--input",
+                str(tmp_path / "a.jsonl"),
+                "--tokenizer",
+                str(tokenizer_dir()),
+                "--output-prefix",
+                str(tmp_path / "a_file" / "sub" / "x"),
+            ]
+        )
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
@@ -82,8 +112,21 @@ def test_killed_run_leaves_no_final_file_and_rerun_succeeds(tmp_path):
     texts = docstring_texts()
     corpus = write_jsonl(tmp_path / "big.jsonl", ({"text": t} for _ in range(6) for t in texts))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "llm", "preprocess", "--input", str(corpus), "--tokenizer", str(tokenizer_dir()),
-           "--output-prefix", str(out / "big"), "--workers", "1", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llm",
+        "preprocess",
+        "--input",
+        str(corpus),
+        "--tokenizer",
+        str(tokenizer_dir()),
+        "--output-prefix",
+        str(out / "big"),
+        "--workers",
+        "1",
+        "--quiet",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
@@ -109,8 +152,21 @@ def test_killed_run_leaves_no_final_file_and_rerun_succeeds(tmp_path):
 def test_sigterm_removes_the_temporary_files_too(tmp_path):
     corpus = write_jsonl(tmp_path / "big.jsonl", ({"text": t} for _ in range(6) for t in docstring_texts()))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "llm", "preprocess", "--input", str(corpus), "--tokenizer", str(tokenizer_dir()),
-           "--output-prefix", str(out / "big"), "--workers", "1", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llm",
+        "preprocess",
+        "--input",
+        str(corpus),
+        "--tokenizer",
+        str(tokenizer_dir()),
+        "--output-prefix",
+        str(out / "big"),
+        "--workers",
+        "1",
+        "--quiet",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60

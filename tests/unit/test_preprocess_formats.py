@@ -18,8 +18,22 @@ TEXTS = [first_sentence(t) for t in docstring_texts()[:200]]  # one line each, s
 
 
 def preprocess(inputs, prefix, *extra) -> bytes:
-    assert main(["--input", *map(str, inputs), "--tokenizer", str(tokenizer_dir()), "--output-prefix", str(prefix),
-                 "--append-eod", "--quiet", *extra]) == 0
+    assert (
+        main(
+            [
+                "--input",
+                *map(str, inputs),
+                "--tokenizer",
+                str(tokenizer_dir()),
+                "--output-prefix",
+                str(prefix),
+                "--append-eod",
+                "--quiet",
+                *extra,
+            ]
+        )
+        == 0
+    )
     return (prefix.parent / (prefix.name + "_text_document.bin")).read_bytes()
 
 

@@ -27,19 +27,36 @@ def tokenize(text):
 def run(tmp_path, rows, handler, *extra):
     write_jsonl(tmp_path / "in.jsonl", rows)
     prefix = tmp_path / "out"
-    assert main(["--input", str(tmp_path / "in.jsonl"), "--tokenizer", str(tokenizer_dir()),
-                 "--output-prefix", str(prefix), "--handler", handler, "--quiet", *extra]) == 0
+    assert (
+        main(
+            [
+                "--input",
+                str(tmp_path / "in.jsonl"),
+                "--tokenizer",
+                str(tokenizer_dir()),
+                "--output-prefix",
+                str(prefix),
+                "--handler",
+                handler,
+                "--quiet",
+                *extra,
+            ]
+        )
+        == 0
+    )
     return prefix
 
 
 def test_sharegpt_multi_turn_learns_only_the_assistant_turns(tmp_path):
-    row = {"conversations": [
-        {"from": "system", "value": "Be brief."},
-        {"from": "human", "value": "What is a dict?"},
-        {"from": "gpt", "value": "A mapping."},
-        {"from": "human", "value": "And a list?"},
-        {"from": "gpt", "value": "A sequence."},
-    ]}
+    row = {
+        "conversations": [
+            {"from": "system", "value": "Be brief."},
+            {"from": "human", "value": "What is a dict?"},
+            {"from": "gpt", "value": "A mapping."},
+            {"from": "human", "value": "And a list?"},
+            {"from": "gpt", "value": "A sequence."},
+        ]
+    }
     prefix = run(tmp_path, [row], "sharegpt")
     [ids], [mask], [labels] = (read(prefix, k) for k in ("input_ids", "attention_mask", "labels"))
     p1 = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat is a dict?<|im_end|>\n<|im_start|>assistant\n"
@@ -98,8 +115,11 @@ def test_alpaca_no_pack_truncates_only(tmp_path):
 
 @pytest.mark.parametrize("handler", ["alpaca", "sharegpt"])
 def test_instruction_outputs_share_lengths(tmp_path, handler):
-    row = ({"instruction": "Q?", "input": "", "output": "A."} if handler == "alpaca"
-           else {"conversations": [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": "A."}]})
+    row = (
+        {"instruction": "Q?", "input": "", "output": "A."}
+        if handler == "alpaca"
+        else {"conversations": [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": "A."}]}
+    )
     prefix = run(tmp_path, [row] * 5, handler)
     lengths = [[len(x) for x in read(prefix, k)] for k in ("input_ids", "attention_mask", "labels")]
     assert lengths[0] == lengths[1] == lengths[2] and len(lengths[0]) == 5

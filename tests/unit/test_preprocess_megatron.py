@@ -32,8 +32,18 @@ def pretrain_prefix(tmp_path_factory):
     texts = corpus_of_20k()
     write_jsonl(tmp / "corpus.jsonl", ({"text": t} for t in texts))
     prefix = tmp / "out" / "corpus"
-    rc = main(["--input", str(tmp / "corpus.jsonl"), "--tokenizer", str(tokenizer_dir()),
-               "--output-prefix", str(prefix), "--append-eod", "--quiet"])
+    rc = main(
+        [
+            "--input",
+            str(tmp / "corpus.jsonl"),
+            "--tokenizer",
+            str(tokenizer_dir()),
+            "--output-prefix",
+            str(prefix),
+            "--append-eod",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     return texts, prefix
 
@@ -68,8 +78,14 @@ def test_gpt_dataset_reads_it(pretrain_prefix, tmp_path):
     _, prefix = pretrain_prefix
     tokenizer = types.SimpleNamespace(vocab_size=2048, eod=0, pad=0, unique_identifiers={"class": "test"})
     config = GPTDatasetConfig(
-        random_seed=1234, sequence_length=64, blend=([str(prefix) + "_text_document"], None), split="100,0,0",
-        tokenizer=tokenizer, reset_position_ids=False, reset_attention_mask=False, eod_mask_loss=False,
+        random_seed=1234,
+        sequence_length=64,
+        blend=([str(prefix) + "_text_document"], None),
+        split="100,0,0",
+        tokenizer=tokenizer,
+        reset_position_ids=False,
+        reset_attention_mask=False,
+        eod_mask_loss=False,
         path_to_cache=str(tmp_path / "cache"),
     )
     train, _, _ = BlendedMegatronDatasetBuilder(GPTDataset, [32, None, None], lambda: True, config).build()
@@ -83,13 +99,31 @@ def test_instruction_files_align_and_mask_the_prompt(tmp_path):
     from megatron.core.datasets.indexed_dataset import IndexedDataset
     from transformers import AutoTokenizer
 
-    rows = [{"instruction": f"Summarize item {i}.", "input": "x" * (i % 3), "output": t[:200]}
-            for i, t in enumerate(docstring_texts()[:300])]
+    rows = [
+        {"instruction": f"Summarize item {i}.", "input": "x" * (i % 3), "output": t[:200]}
+        for i, t in enumerate(docstring_texts()[:300])
+    ]
     write_jsonl(tmp_path / "a.jsonl", rows)
     prefix = tmp_path / "sft"
-    assert main(["--input", str(tmp_path / "a.jsonl"), "--tokenizer", str(tokenizer_dir()),
-                 "--output-prefix", str(prefix), "--handler", "alpaca", "--quiet"]) == 0
-    ids, mask, labels = (IndexedDataset(f"{prefix}_packed_{k}_document") for k in ("input_ids", "attention_mask", "labels"))
+    assert (
+        main(
+            [
+                "--input",
+                str(tmp_path / "a.jsonl"),
+                "--tokenizer",
+                str(tokenizer_dir()),
+                "--output-prefix",
+                str(prefix),
+                "--handler",
+                "alpaca",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    ids, mask, labels = (
+        IndexedDataset(f"{prefix}_packed_{k}_document") for k in ("input_ids", "attention_mask", "labels")
+    )
     assert len(ids) == len(mask) == len(labels) == len(rows)
     assert ids.index.dtype == np.int32 and labels.index.dtype == np.int32
     hf = AutoTokenizer.from_pretrained(str(tokenizer_dir()))
@@ -97,8 +131,9 @@ def test_instruction_files_align_and_mask_the_prompt(tmp_path):
         assert len(ids[i]) == len(mask[i]) == len(labels[i])
         user = row["instruction"] + ("\n" + row["input"] if row["input"] else "")
         prompt = hf.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
-        full = hf.apply_chat_template([{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}],
-                                      tokenize=False)
+        full = hf.apply_chat_template(
+            [{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}], tokenize=False
+        )
         n_prompt = len(hf(prompt)["input_ids"])
         assert full.startswith(prompt)
         assert ids[i][:n_prompt].tolist() == hf(prompt)["input_ids"]

@@ -23,12 +23,36 @@ def runs(tmp_path_factory):
     ws = make_workspace(tmp_path_factory.mktemp("pretrain-ws"))
     hf = ws / "models" / MODEL / "hf"
     for tp, pp in ((1, 1), (2, 1), (1, 2)):
-        convert_main(["--model", MODEL, "--load-dir", str(hf), "--save-dir", str(ws / f"conv-tp{tp}-pp{pp}"),
-                      "--tp", str(tp), "--pp", str(pp)])
+        convert_main(
+            [
+                "--model",
+                MODEL,
+                "--load-dir",
+                str(hf),
+                "--save-dir",
+                str(ws / f"conv-tp{tp}-pp{pp}"),
+                "--tp",
+                str(tp),
+                "--pp",
+                str(pp),
+            ]
+        )
 
     def argv(name: str, nproc: int, load: str, *extra: str) -> list[str]:
-        return launch_argv(nproc, ["--train-iters", str(ITERS), "--load", str(ws / load), "--save", str(ws / name),
-                                   "--metrics", str(ws / f"{name}.jsonl"), *extra])
+        return launch_argv(
+            nproc,
+            [
+                "--train-iters",
+                str(ITERS),
+                "--load",
+                str(ws / load),
+                "--save",
+                str(ws / name),
+                "--metrics",
+                str(ws / f"{name}.jsonl"),
+                *extra,
+            ],
+        )
 
     procs = {
         "tp1": start(argv("tp1", 1, "conv-tp1-pp1"), ws),
@@ -81,6 +105,8 @@ def test_pretrained_checkpoint_converts_back_to_hf_with_lower_loss(runs):
 
     ws, _ = runs
     back = ws / "tp1-hf"
-    convert_main(["--model", MODEL, "--from", "mcore", "--to", "hf", "--load-dir", str(ws / "tp1"), "--save-dir", str(back)])
+    convert_main(
+        ["--model", MODEL, "--from", "mcore", "--to", "hf", "--load-dir", str(ws / "tp1"), "--save-dir", str(back)]
+    )
     before, after = held_out_loss(ws / "models" / MODEL / "hf"), held_out_loss(back)
     assert math.isfinite(after) and after < before - 0.05, f"held-out loss {before:.4f} -> {after:.4f}"

@@ -19,12 +19,6 @@ from llm.recipes import load_recipe
 from llm.workspace import Workspace
 
 
-@pytest.fixture
-def ws(tmp_path):
-    write_dataset(tmp_path / "data" / MODEL / "sample_text_document", count=30)
-    return Workspace(tmp_path)
-
-
 def test_model_alone_defaults_to_workspace_paths(ws):
     cfg = parse_config(["--model", MODEL], ws)
     assert cfg.data_path == str(ws.root / "data" / MODEL / "sample_text_document")
@@ -38,12 +32,18 @@ def test_model_alone_defaults_to_workspace_paths(ws):
     assert parse_config(["--model", MODEL], ws).load == cfg.save  # our own run: resume it
 
 
-def test_seed_004_flags_are_the_defaults_of_qwen25_7b(tmp_path):
+def test_qwen25_7b_script_flags_are_the_defaults_of_qwen25_7b(tmp_path):
     write_dataset(tmp_path / "d", count=5)
     cfg = parse_config(["--model", "qwen25-7b", "--data-path", str(tmp_path / "d")], Workspace(tmp_path))
     assert (cfg.tp, cfg.pp, cfg.seq_length, cfg.micro_batch_size, cfg.global_batch_size) == (4, 2, 4096, 1, 64)
     assert (cfg.lr, cfg.min_lr, cfg.train_iters, cfg.warmup, cfg.bf16) == (1.25e-6, 1.25e-7, 2000, 20, True)
-    assert (cfg.weight_decay, cfg.clip_grad, cfg.adam_beta2, cfg.seed, cfg.init_method_std) == (0.1, 1.0, 0.95, 42, 0.01)
+    assert (cfg.weight_decay, cfg.clip_grad, cfg.adam_beta2, cfg.seed, cfg.init_method_std) == (
+        0.1,
+        1.0,
+        0.95,
+        42,
+        0.01,
+    )
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,9 @@ def test_global_batch_must_split_into_micro_batches_per_data_parallel_rank(ws):
 def test_each_step_reads_the_same_samples_whatever_the_data_parallel_size(ws, dp):
     cfg = parse_config(["--model", MODEL, "--micro-batch-size", "2", "--global-batch-size", "8"], ws)
     for step in (0, 3):
-        seen = [i for r in range(dp) for m in range(cfg.num_microbatches(dp)) for i in sample_indices(cfg, dp, r, step, m)]
+        seen = [
+            i for r in range(dp) for m in range(cfg.num_microbatches(dp)) for i in sample_indices(cfg, dp, r, step, m)
+        ]
         assert sorted(seen) == list(range(step * 8, step * 8 + 8))
 
 
@@ -84,8 +86,14 @@ def megatron_flops(recipe, s: int, batch: int) -> float:
     a = recipe.architecture
     h, L, n, g = a.hidden_size, a.num_layers, a.num_attention_heads, a.num_query_groups
     q_ratio = a.head_dim * n / h
-    return 12 * batch * s * L * h * h * (
-        (1 + g / n + s / h / 2) * q_ratio + (a.ffn_hidden_size / h) * 1.5 + a.padded_vocab_size(1) / (2 * L * h)
+    return (
+        12
+        * batch
+        * s
+        * L
+        * h
+        * h
+        * ((1 + g / n + s / h / 2) * q_ratio + (a.ffn_hidden_size / h) * 1.5 + a.padded_vocab_size(1) / (2 * L * h))
     )
 
 
@@ -110,8 +118,18 @@ def test_mfu_uses_the_peak_of_the_device_and_cpu_reports_none():
     assert Accelerator("cuda", 1, "NVIDIA H200").peak_tflops == 989.0
     assert Accelerator("cpu", 0, "cpu").peak_tflops is None
     assert Accelerator("cpu", 0, "cpu").backend == "gloo" and Accelerator("npu", 8, "Ascend910B3").backend == "hccl"
-    m = step_metrics(7, 2.5, 1e-4, 0.9, step_time_s=2.0, tokens_per_step=8192, flops=376e12 * 8, world_size=8,
-                     peak_tflops=376.0, consumed_samples=14)
+    m = step_metrics(
+        7,
+        2.5,
+        1e-4,
+        0.9,
+        step_time_s=2.0,
+        tokens_per_step=8192,
+        flops=376e12 * 8,
+        world_size=8,
+        peak_tflops=376.0,
+        consumed_samples=14,
+    )
     assert m.mfu == pytest.approx(0.5) and m.tokens_per_s_per_device == pytest.approx(512)
     assert "MFU 50.0%" in format_line(m, 10)
     cpu = step_metrics(7, 2.5, 1e-4, 0.9, 2.0, 8192, 1e12, 1, None, 14)
@@ -119,7 +137,7 @@ def test_mfu_uses_the_peak_of_the_device_and_cpu_reports_none():
 
 
 def test_keep_last_prunes_older_iterations(tmp_path):
-    from llm.pretrain.checkpointing import prune
+    from llm.pretrain.training_state import prune
 
     for i in (5, 10, 15, 20):
         (tmp_path / f"iter_{i:07d}").mkdir()
@@ -147,9 +165,26 @@ def test_a_kill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path):
 
     write_dataset(tmp_path / "data" / MODEL / "sample_text_document", count=30)
     save = tmp_path / "ckpt"
-    argv = ["pretrain", "--model", MODEL, *TRAIN_FLAGS, "--train-iters", "6", "--save-interval", "2", "--save", str(save)]
-    proc = subprocess.run([sys.executable, "-c", KILL_DURING_SECOND_SAVE, *argv], cwd=REPO, env=env_for(tmp_path),
-                          capture_output=True, text=True, timeout=240)
+    argv = [
+        "pretrain",
+        "--model",
+        MODEL,
+        *TRAIN_FLAGS,
+        "--train-iters",
+        "6",
+        "--save-interval",
+        "2",
+        "--save",
+        str(save),
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_SECOND_SAVE, *argv],
+        cwd=REPO,
+        env=env_for(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
     assert checkpoint.read_latest(save) == 2
     half_written = save / "iter_0000004" / "mp_rank_00"
@@ -160,9 +195,9 @@ def test_a_kill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path):
     state = checkpoint.load_rank(save, 2, 0, 0, 1)
     assert state["iteration"] == 2 and {"model", "optimizer", "opt_param_scheduler", "rng_state", "args"} <= set(state)
     # pretrain's own reader takes it as an exact resume point.
-    from llm.model import DistInfo
-    from llm.pretrain import checkpointing
+    from llm.distributed import DistInfo
+    from llm.pretrain import training_state
 
     cfg = parse_config([*argv[1:], "--load", str(save)], Workspace(tmp_path))
-    loaded = checkpointing.read(cfg.load, cfg, DistInfo(0, 1, 0, 1, 1, 1, 0, 0, 0))
+    loaded = training_state.read(cfg.load, cfg, DistInfo(0, 1, 0, 1, 1, 1, 0, 0, 0))
     assert loaded.resumable and loaded.iteration == 2

@@ -14,23 +14,27 @@ import pytest
 
 from llm.errors import NpuboxError
 from llm.sample import main
+from llm.sample.bpe_tokenizer import QWEN2_SPLIT_REGEX
 from llm.sample.corpus import stdlib_dir, stdlib_sources
-from llm.sample.tokenizer import QWEN2_SPLIT_REGEX
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     ws = tmp_path_factory.mktemp("ws")
     env = {"NPUBOX_WORKSPACE": str(ws), "PATH": "/usr/bin:/bin", "HOME": str(ws), "PYTHONDONTWRITEBYTECODE": "1"}
-    run = subprocess.run([sys.executable, "-m", "llm", "sample", "--model", "tiny"], cwd=REPO, env=env,
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "llm", "sample", "--model", "tiny"], cwd=REPO, env=env, capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stderr
     return ws, env
 
@@ -38,10 +42,15 @@ def workspace(tmp_path_factory):
 def test_rerun_writes_identical_bytes(workspace):
     ws, env = workspace
     first = digests(ws)
-    assert {"data/raw/sample.jsonl", "data/raw/sample_alpaca.jsonl", "models/tiny/hf/tokenizer.json",
-            "models/tiny/hf/tokenizer_config.json"} <= set(first)
-    subprocess.run([sys.executable, "-m", "llm", "sample", "--model", "tiny"], cwd=REPO, env=env, check=True,
-                   capture_output=True)
+    assert {
+        "data/raw/sample.jsonl",
+        "data/raw/sample_alpaca.jsonl",
+        "models/tiny/hf/tokenizer.json",
+        "models/tiny/hf/tokenizer_config.json",
+    } <= set(first)
+    subprocess.run(
+        [sys.executable, "-m", "llm", "sample", "--model", "tiny"], cwd=REPO, env=env, check=True, capture_output=True
+    )
     assert digests(ws) == first
 
 
@@ -76,8 +85,10 @@ def test_tokenizer_is_qwen2_style_and_loads_with_autotokenizer(workspace):
     text = "def f(x):\n    return x ** 2  # naïve façade, 12345 ✓"
     assert tok.decode(tok(text)["input_ids"]) == text
     chat = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
-    assert chat == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-                    "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+    assert chat == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_weights_hook_writes_into_the_same_directory(tmp_path, monkeypatch):
@@ -95,7 +106,10 @@ def test_weights_hook_writes_into_the_same_directory(tmp_path, monkeypatch):
     assert main(["--model", "tiny"]) == 0
     assert calls == [("tiny", 0)]
     assert sorted(p.name for p in (tmp_path / "models" / "tiny" / "hf").iterdir()) == [
-        "config.json", "tokenizer.json", "tokenizer_config.json"]
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
 
 
 def test_recipe_without_sample_tokenizer_is_refused():

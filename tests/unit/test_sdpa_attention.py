@@ -45,8 +45,14 @@ def _core_attention_diffs(config_kwargs: dict, tp: int) -> dict[str, float]:
 
     from llm.sdpa_attention import core_attention
 
-    config = TransformerConfig(num_layers=1, activation_func=F.silu, attention_dropout=0.0,
-                               tensor_model_parallel_size=tp, masked_softmax_fusion=False, **config_kwargs)
+    config = TransformerConfig(
+        num_layers=1,
+        activation_func=F.silu,
+        attention_dropout=0.0,
+        tensor_model_parallel_size=tp,
+        masked_softmax_fusion=False,
+        **config_kwargs,
+    )
     heads = config.num_attention_heads // tp
     groups = config.num_query_groups // tp
     s, b, d = 12, 3, config.kv_channels
@@ -60,8 +66,9 @@ def _core_attention_diffs(config_kwargs: dict, tp: int) -> dict[str, float]:
     for case, mask in (("causal", None), ("mask", explicit)):
         results = {}
         for name in ("unfused", "sdpa"):
-            module = core_attention(name)(config=config, layer_number=1, attn_mask_type=AttnMaskType.causal,
-                                          attention_type="self")
+            module = core_attention(name)(
+                config=config, layer_number=1, attn_mask_type=AttnMaskType.causal, attention_type="self"
+            )
             qq, kk, vv = (t.clone().requires_grad_() for t in (q, k, v))
             o = module(qq, kk, vv, mask, attn_mask_type=AttnMaskType.causal)
             assert o.shape == (s, b, heads * d)
@@ -72,12 +79,14 @@ def _core_attention_diffs(config_kwargs: dict, tp: int) -> dict[str, float]:
 
 
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     from llm import accel as accel_mod
 
     accel = accel_mod.detect("cpu")
-    from llm.model import build_gpt_model, destroy_distributed, init_distributed
+    from llm.distributed import destroy_distributed, init_distributed
+    from llm.model import build_gpt_model
     from llm.recipes import load_recipe
 
     init_distributed(tp=world, pp=1, accel=accel)
@@ -88,8 +97,14 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             recipe = load_recipe(name)
             a = recipe.architecture
             report[f"{name} core"] = _core_attention_diffs(
-                dict(hidden_size=a.hidden_size, num_attention_heads=a.num_attention_heads,
-                     num_query_groups=a.num_query_groups, kv_channels=a.head_dim), world)
+                dict(
+                    hidden_size=a.hidden_size,
+                    num_attention_heads=a.num_attention_heads,
+                    num_query_groups=a.num_query_groups,
+                    kv_channels=a.head_dim,
+                ),
+                world,
+            )
             models = {}
             for attention in ("unfused", "sdpa"):
                 accel.model_parallel_seed(0)
@@ -138,8 +153,22 @@ def test_sdpa_equals_unfused_for_mha_and_gqa(tp, tmp_path):
 def test_twenty_steps_give_the_same_loss_curve(tmp_path):
     ws = make_workspace(tmp_path / "ws")
     procs = {
-        attention: start(launch_argv(1, ["--train-iters", "20", "--attention", attention, "--save", str(ws / attention),
-                                         "--metrics", str(ws / f"{attention}.jsonl")]), ws)
+        attention: start(
+            launch_argv(
+                1,
+                [
+                    "--train-iters",
+                    "20",
+                    "--attention",
+                    attention,
+                    "--save",
+                    str(ws / attention),
+                    "--metrics",
+                    str(ws / f"{attention}.jsonl"),
+                ],
+            ),
+            ws,
+        )
         for attention in ("unfused", "sdpa")
     }
     outs = {attention: finish(p) for attention, p in procs.items()}

@@ -46,8 +46,12 @@ RELEASE_COMMITS = {
         "MindSpeed-LLM": "f33da62b9017d12aca8364137936ab0d014df428",  # ModelLink v1.0.RC1.0 (tag object 8349ad32...)
     },
 }
-TAG_OBJECTS = ("4be915ad6602f9060fa8d18e4f0f05d77020049c", "bae4977bd71d355fd21a51d45d262e4910205871",
-               "8349ad32f4e7ec8575157fa93ad63d446e4cefb7", "674226a15a8214cc0c78f986b0b89fbe6b879ba1")  # fmt: skip
+TAG_OBJECTS = (
+    "4be915ad6602f9060fa8d18e4f0f05d77020049c",
+    "bae4977bd71d355fd21a51d45d262e4910205871",
+    "8349ad32f4e7ec8575157fa93ad63d446e4cefb7",
+    "674226a15a8214cc0c78f986b0b89fbe6b879ba1",
+)
 
 
 def test_the_four_ascend_stacks_are_there():
@@ -63,8 +67,13 @@ def test_sources_are_pinned_at_release_commits(env):
 
 
 def _git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.invalid"}  # fmt: skip
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }
     return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
@@ -86,8 +95,10 @@ def test_a_tag_object_is_refused_naming_its_commit(tmp_path):
     check_commit_object(src(commit), repo, str(repo))  # the commit itself passes
     with pytest.raises(NpuboxError) as err:
         check_commit_object(src(tag_object), repo, str(repo))
-    assert str(err.value) == (f"source MindSpeed: {tag_object} is the tag object of 'v2.0.0_core_r0.8.0', not a commit; "
-                              f"pin the commit it points to: {commit}")  # fmt: skip
+    assert str(err.value) == (
+        f"source MindSpeed: {tag_object} is the tag object of 'v2.0.0_core_r0.8.0', not a commit; "
+        f"pin the commit it points to: {commit}"
+    )
 
 
 def _source_requirements(src: Source, relpath: str) -> list[Requirement]:
@@ -99,8 +110,13 @@ def _source_requirements(src: Source, relpath: str) -> list[Requirement]:
 
 def _marker_env(python: str, arch: str) -> dict:
     env = default_environment()
-    env.update(python_version=python, python_full_version=f"{python}.0", platform_machine=arch,
-               sys_platform="linux", platform_system="Linux")  # fmt: skip
+    env.update(
+        python_version=python,
+        python_full_version=f"{python}.0",
+        platform_machine=arch,
+        sys_platform="linux",
+        platform_system="Linux",
+    )
     return env
 
 
@@ -132,7 +148,8 @@ def test_lock_covers_the_sources_requirements(loaded):
                     continue
                 assert name in locked, f"{src.name} {relpath}: {req} is not in {loaded.lock_path.name}"
                 assert req.specifier.contains(locked[name], prereleases=True), (
-                    f"{src.name} {relpath}: {req} but {loaded.lock_path.name} has {locked[name]}")
+                    f"{src.name} {relpath}: {req} but {loaded.lock_path.name} has {locked[name]}"
+                )
                 checked += 1
     assert checked >= 20
 
@@ -148,7 +165,8 @@ def test_twin_keeps_every_pin_of_the_real_stack(env, arch):
     assert not set(twin_pins) & NPU_ONLY
     assert twin.spec.accelerator == "cpu" and twin.spec.cann is None
     assert [(s.name, s.commit, s.install, s.into) for s in twin.spec.sources] == [
-        (s.name, s.commit, s.install, s.into) for s in real.spec.sources]
+        (s.name, s.commit, s.install, s.into) for s in real.spec.sources
+    ]
     diff = differences(twin)
     assert f"Python {twin.spec.python} (real: {real.spec.python})" in diff
     assert any("torch-npu" in d for d in diff)

@@ -12,14 +12,31 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 INVOKE = Path(sys.executable).parent / "invoke"
-TASKS = ["base-image", "build-image", "lock", "up", "down", "shell", "ps", "run", "check", "envs", "models",
-         "export-image", "import-image"]
+TASKS = [
+    "base-image",
+    "build-image",
+    "lock",
+    "up",
+    "down",
+    "shell",
+    "ps",
+    "run",
+    "check",
+    "envs",
+    "models",
+    "export-image",
+    "import-image",
+]
 
 
 def invoke(*args: str) -> subprocess.CompletedProcess:
     # No docker on PATH and an unreachable daemon: these calls must not need Docker.
-    env = {**os.environ, "PATH": str(INVOKE.parent), "DOCKER_HOST": "unix:///nonexistent/docker.sock",
-           "PYTHONPATH": str(REPO)}  # fmt: skip
+    env = {
+        **os.environ,
+        "PATH": str(INVOKE.parent),
+        "DOCKER_HOST": "unix:///nonexistent/docker.sock",
+        "PYTHONPATH": str(REPO),
+    }
     return subprocess.run([str(INVOKE), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -70,12 +87,19 @@ def test_run_help_lists_the_phases():
     assert "--phase" in text and "one of env, sample, convert, preprocess, pretrain" in text
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["run", "--phase", "bogus"], r"error: unknown phase 'bogus'; phases: env, sample, convert, preprocess, pretrain, "),
-    (["run", "--env", "nope"], r"error: unknown env 'nope'; known envs: (.+, )?cpu(, |$)"),
-    (["run", "--model", "gpt-17"], r"error: unknown model 'gpt-17'; known models: (.+, )?tiny(, |$)"),
-    (["build-image", "--env", "nope"], r"error: unknown env 'nope'; known envs: (.+, )?cpu(, |$)"),
-], ids=["phase", "env", "model", "build-env"])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            ["run", "--phase", "bogus"],
+            r"error: unknown phase 'bogus'; phases: env, sample, convert, preprocess, pretrain, ",
+        ),
+        (["run", "--env", "nope"], r"error: unknown env 'nope'; known envs: (.+, )?cpu(, |$)"),
+        (["run", "--model", "gpt-17"], r"error: unknown model 'gpt-17'; known models: (.+, )?tiny(, |$)"),
+        (["build-image", "--env", "nope"], r"error: unknown env 'nope'; known envs: (.+, )?cpu(, |$)"),
+    ],
+    ids=["phase", "env", "model", "build-env"],
+)
 def test_bad_request_is_one_line_without_traceback(args, expected):
     proc = invoke(*args)
     assert proc.returncode == 1

@@ -8,8 +8,8 @@ tokenizer directory handles this one.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from llm.compat import portable_tokenizer_json
 
@@ -67,8 +67,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
     return tok
 
 
-def tokenizer_config(model_max_length: int) -> dict:
-    """tokenizer_config.json in the shape of Qwen2.5's, so `transformers.AutoTokenizer` loads it offline."""
+def tokenizer_config(model_max_length: int, tokenizer_class: str = "Qwen2Tokenizer") -> dict:
+    """tokenizer_config.json in the shape of Qwen2.5's, so `transformers.AutoTokenizer` loads it offline.
+
+    ``tokenizer_class``: Qwen2Tokenizer for Qwen2-family models; PreTrainedTokenizerFast (what every
+    transformers release has, 4.36 included, which predates Qwen2) for the others."""
     return {
         "add_bos_token": False,
         "add_prefix_space": False,
@@ -80,15 +83,17 @@ def tokenizer_config(model_max_length: int) -> dict:
         "model_max_length": model_max_length,
         "pad_token": ENDOFTEXT,
         "split_special_tokens": False,
-        "tokenizer_class": "Qwen2Tokenizer",
+        "tokenizer_class": tokenizer_class,
         "unk_token": None,
     }
 
 
-def save_tokenizer(tok, out_dir: Path, model_max_length: int) -> None:
+def save_tokenizer(tok, out_dir: Path, model_max_length: int, tokenizer_class: str = "Qwen2Tokenizer") -> None:
     """Write tokenizer.json and tokenizer_config.json into ``out_dir`` (a directory not yet published)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tok.save(str(out_dir / "tokenizer.json"), pretty=True)
     portable_tokenizer_json(out_dir / "tokenizer.json")  # readable by the stacks' older tokenizers too
-    config = tokenizer_config(model_max_length)
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    config = tokenizer_config(model_max_length, tokenizer_class)
+    (out_dir / "tokenizer_config.json").write_text(
+        json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )

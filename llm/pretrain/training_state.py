@@ -1,4 +1,4 @@
-"""Save and resume training in Megatron's checkpoint layout (see :mod:`llm.checkpoint`).
+"""A training run's state, saved and resumed in Megatron's checkpoint layout (see :mod:`llm.checkpoint`).
 
     <save>/iter_0000010/mp_rank_TT[_PPP]/model_optim_rng.pt    model, optimizer, scheduler, RNG, args
     <save>/iter_0000010/mp_rank_TT[_PPP]/distrib_optim.pt      distributed optimizer's state (when used)
@@ -23,8 +23,8 @@ from typing import Any
 
 from llm import checkpoint as megatron_ckpt
 from llm.atomic import atomic_path
+from llm.distributed import DistInfo
 from llm.errors import NpuboxError
-from llm.model import DistInfo
 from llm.pretrain.config import PretrainConfig
 
 DISTRIB_OPTIM_FILE = "distrib_optim.pt"
@@ -74,7 +74,9 @@ def load_model(loaded: Loaded, model) -> None:
         )
 
 
-def restore_training_state(loaded: Loaded, optimizer, scheduler, accel, use_distributed_optimizer: bool) -> tuple[int, int]:
+def restore_training_state(
+    loaded: Loaded, optimizer, scheduler, accel, use_distributed_optimizer: bool
+) -> tuple[int, int]:
     """Optimizer, LR schedule and RNG from a pretrain checkpoint; returns (iteration, consumed samples)."""
     state = loaded.state
     saved_with = bool(getattr(state.get("args"), "use_distributed_optimizer", use_distributed_optimizer))
@@ -189,8 +191,10 @@ def load_parameter_state(optimizer, path: Path) -> None:
     states: list | None = None
     if optimizers[0].data_parallel_group.rank() == 0:
         if not path.is_file():
-            raise NpuboxError(f"{path}: not found; a checkpoint saved with the distributed optimizer has one beside "
-                              f"each {megatron_ckpt.RANK_FILE}")
+            raise NpuboxError(
+                f"{path}: not found; a checkpoint saved with the distributed optimizer has one beside "
+                f"each {megatron_ckpt.RANK_FILE}"
+            )
         saved = torch.load(path, map_location="cpu", weights_only=True)
         states = [saved] if len(optimizers) == 1 else saved
         if len(states) != len(optimizers):

@@ -29,29 +29,80 @@ class Step:
 
 
 def plan(model: str, ws: Workspace, train_iters: int) -> list[Step]:
+    from llm.pretrain.mindspeed_llm import image_checkpoint_format
     from llm.recipes import load_recipe
 
     recipe = load_recipe(model)
     tp, pp = recipe.defaults("convert").tp, recipe.defaults("convert").pp
-    converted = ws.checkpoint_dir(model, f"hf-tp{tp}-pp{pp}")
-    trained = ws.checkpoint_dir(model, "pretrain")
+    converted = ws.converted_dir(model, tp, pp)
+    trained = ws.pretrain_dir(model)
     trained_hf = ws.models / model / "pretrained-hf"
     steps = []
     if recipe.tokenizer.origin == "sample":
         steps.append(Step("sample", ["sample", "--model", model], ws.hf_dir(model)))
     steps += [
-        Step("convert", ["convert", "--model", model, "--from", "hf", "--to", "mcore", "--overwrite"], converted),
-        Step("preprocess", ["preprocess", "--model", model], ws.dataset_prefix(model).with_name("sample_text_document.bin")),
-        Step("pretrain", ["pretrain", "--model", model, "--load", str(converted), "--save", str(trained),
-                          "--train-iters", str(train_iters), "--save-interval", str(train_iters)],
-             trained),  # fmt: skip
-        Step("convert back", ["convert", "--model", model, "--from", "mcore", "--to", "hf", "--load-dir", str(trained),
-                              "--save-dir", str(trained_hf), "--overwrite"], trained_hf),  # fmt: skip
+        Step(
+            "convert",
+            [
+                "convert",
+                "--model",
+                model,
+                "--from",
+                "hf",
+                "--to",
+                "mcore",
+                "--format",
+                image_checkpoint_format(model),
+                "--overwrite",
+            ],
+            converted,
+        ),  # what this image's pretrain loads
+        Step("preprocess", ["preprocess", "--model", model], ws.text_dataset(model).with_suffix(".bin")),
+        Step(
+            "pretrain",
+            [
+                "pretrain",
+                "--model",
+                model,
+                "--load",
+                str(converted),
+                "--save",
+                str(trained),
+                "--train-iters",
+                str(train_iters),
+                "--save-interval",
+                str(train_iters),
+            ],
+            trained,
+        ),
+        Step(
+            "convert back",
+            [
+                "convert",
+                "--model",
+                model,
+                "--from",
+                "mcore",
+                "--to",
+                "hf",
+                "--load-dir",
+                str(trained),
+                "--save-dir",
+                str(trained_hf),
+                "--overwrite",
+            ],
+            trained_hf,
+        ),
     ]
     for task in EVAL_TASKS:
         out = ws.eval / model / f"{task}.json"
-        steps.append(Step(f"eval {task}", ["eval", "--task", task, "--model", model, "--hf-dir", str(trained_hf),
-                                           "--output", str(out)], out))  # fmt: skip
+        steps.append(
+            Step(
+                f"eval {task}",
+                ["eval", "--task", task, "--model", model, "--hf-dir", str(trained_hf), "--output", str(out)],
+                out,
+            )
+        )
     return steps
 
 
@@ -89,14 +140,18 @@ def print_summary(model: str, steps: list[Step], total: float, root: Path) -> No
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m llm all", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="tiny", help="recipe name (default: tiny, whose sample data is made locally)")
+    parser.add_argument(
+        "--model", default="tiny", help="recipe name (default: tiny, whose sample data is made locally)"
+    )
     parser.add_argument("--train-iters", type=int, default=100, help="pretraining steps (default: 100)")
     args = parser.parse_args(argv)
 
     ws = Workspace.from_env()
     steps = plan(args.model, ws, args.train_iters)
     if steps[0].phase != "sample" and not ws.hf_dir(args.model).is_dir():
-        raise NpuboxError(f"{ws.hf_dir(args.model)} does not exist: put the {args.model} HF weights and tokenizer there")
+        raise NpuboxError(
+            f"{ws.hf_dir(args.model)} does not exist: put the {args.model} HF weights and tokenizer there"
+        )
     from llm.eval.sample_sets import write_sample_sets
 
     started = time.monotonic()
@@ -109,8 +164,10 @@ def main(argv: list[str]) -> int:
         step.seconds = time.monotonic() - t0
         if code != 0:
             print_summary(args.model, steps[: steps.index(step) + 1], time.monotonic() - started, ws.root)
-            raise NpuboxError(f"phase {step.phase} failed (exit {code}); fix it and re-run: finished phases are redone "
-                              "from their inputs, nothing half-written is kept")  # fmt: skip
+            raise NpuboxError(
+                f"phase {step.phase} failed (exit {code}); fix it and re-run: finished phases are redone "
+                "from their inputs, nothing half-written is kept"
+            )
         step.figure = _figure(step, ws, args.model)
     print_summary(args.model, steps, time.monotonic() - started, ws.root)
     return 0

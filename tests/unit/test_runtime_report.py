@@ -12,7 +12,7 @@ from pathlib import Path
 
 from llm.env.labels import baked_spec
 from llm.env.spec import load_spec
-from llm.envinfo import drifts
+from llm.runtime_report import drifts
 
 REPO = Path(__file__).resolve().parents[2]
 MEGATRON_COMMIT = "baf94af3c667248865f23df73b9fb8e2395e6fd0"
@@ -27,8 +27,12 @@ def baked(**spec) -> dict:
 
 
 def found(**overrides) -> dict:
-    out = {"python": "3.11.7", "all_packages": {"torch": "2.13.0+cpu", "pyyaml": "6.0.3", "pip": "24.0"},
-           "cann": None, "sources": {}}
+    out = {
+        "python": "3.11.7",
+        "all_packages": {"torch": "2.13.0+cpu", "pyyaml": "6.0.3", "pip": "24.0"},
+        "cann": None,
+        "sources": {},
+    }
     out.update(overrides)
     return out
 
@@ -77,8 +81,9 @@ def test_every_drift_is_listed():
 
 def llm_env(*args: str, baked_spec_path: Path, environ: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **(environ or {}), "NPUBOX_BAKED_SPEC": str(baked_spec_path), "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "llm", "env", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "llm", "env", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_env_json_on_the_host(tmp_path):
@@ -126,10 +131,12 @@ def test_verify_without_a_baked_spec(tmp_path):
 
 def test_cann_version_from_the_real_toolkits_install_info(tmp_path, monkeypatch):
     # A real CANN toolkit records its version in <arch>-linux/ascend_toolkit_install.info, not version.info.
-    from llm.envinfo import cann_version
+    from llm.runtime_report import cann_version
 
     (tmp_path / "aarch64-linux").mkdir()
-    (tmp_path / "aarch64-linux" / "ascend_toolkit_install.info").write_text("package_name=Ascend-cann-toolkit\nversion=8.0.RC1\n")
+    (tmp_path / "aarch64-linux" / "ascend_toolkit_install.info").write_text(
+        "package_name=Ascend-cann-toolkit\nversion=8.0.RC1\n"
+    )
     monkeypatch.setenv("ASCEND_TOOLKIT_HOME", str(tmp_path))
     assert cann_version() == "8.0.RC1"
     (tmp_path / "version.info").write_text("Version=8.1.RC1\n")

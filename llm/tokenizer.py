@@ -1,9 +1,16 @@
-"""Load the tokenizer of a Hugging Face model directory as a `tokenizers.Tokenizer` (the Rust fast path)."""
+"""The tokenizer of a Hugging Face model directory, as preprocess and eval use it.
+
+One loader, one rule for the end-of-document token: the ``eos_token`` of ``tokenizer_config.json`` (what
+`python -m llm sample` writes and what transformers reads), else the first of the usual EOS spellings in the
+vocabulary. Preprocess encodes with the Rust ``tokenizers.Tokenizer`` (``encode_batch``); eval encodes with
+transformers' ``AutoTokenizer`` of the same directory (:meth:`LoadedTokenizer.transformers`), which adds the
+model's special tokens (BOS for Llama) as lm-evaluation-harness does.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm.errors import NpuboxError
@@ -18,6 +25,14 @@ class LoadedTokenizer:
     eod_id: int | None
     pad_id: int | None
     source: Path
+    _transformers: object = field(default=None, repr=False)
+
+    def transformers(self):
+        """transformers' tokenizer of the same directory (loaded once), whose ``encode`` adds the model's special
+        tokens (BOS for Llama)."""
+        if self._transformers is None:
+            self._transformers = _auto_tokenizer(self.source)
+        return self._transformers
 
 
 def _token_name(value) -> str | None:
@@ -56,7 +71,22 @@ def load_tokenizer(directory: Path) -> LoadedTokenizer:
     if eod is None:
         eod = next((i for i in map(tok.token_to_id, EOD_CANDIDATES) if i is not None), None)
     pad = token_id(_token_name(config.get("pad_token")))
-    return LoadedTokenizer(tok, tok.get_vocab_size(with_added_tokens=True), eod, pad if pad is not None else eod, directory)
+    return LoadedTokenizer(
+        tok, tok.get_vocab_size(with_added_tokens=True), eod, pad if pad is not None else eod, directory
+    )
+
+
+def _auto_tokenizer(directory: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(directory)
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise NpuboxError(
+            f"tokenizer {directory}: cannot be loaded ({first}); "
+            "expected a directory with tokenizer.json / tokenizer_config.json"
+        ) from None
 
 
 def _from_transformers(directory: Path):

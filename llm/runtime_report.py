@@ -39,7 +39,10 @@ def cann_version() -> str | None:
     """The toolkit's version, from the same files containers/install-cann.sh checks at build time."""
     homes = [os.environ.get("ASCEND_TOOLKIT_HOME") or "", "/usr/local/Ascend/ascend-toolkit/latest"]
     for home in filter(None, homes):
-        for path in [Path(home) / "version.info", *map(Path, sorted(glob.glob(f"{home}/*-linux/ascend_toolkit_install.info")))]:
+        for path in [
+            Path(home) / "version.info",
+            *map(Path, sorted(glob.glob(f"{home}/*-linux/ascend_toolkit_install.info"))),
+        ]:
             version = read_version_info(path)
             if version:
                 return version
@@ -90,8 +93,11 @@ def drifts(baked: dict, found: dict, environ: dict[str, str] | None = None) -> l
     environ = os.environ if environ is None else environ
     for key, value in sorted(spec.get("env", {}).items()):  # compared literally: no $VAR expansion either side
         if environ.get(key) != value:
-            out.append(f"env {key}: pinned {value!r}, found {environ[key]!r}" if key in environ
-                       else f"env {key}: pinned {value!r}, found unset")
+            out.append(
+                f"env {key}: pinned {value!r}, found {environ[key]!r}"
+                if key in environ
+                else f"env {key}: pinned {value!r}, found unset"
+            )
     if not found["python"].startswith(spec["python"] + "."):
         out.append(f"python: pinned {spec['python']}, found {found['python']}")
     installed = found["all_packages"]
@@ -125,7 +131,9 @@ def print_table(info: dict, baked: dict | None) -> None:
     for name, version in info["packages"].items():
         table.add_row(name, version, pins.get(name, ""))
     if info["cann"] or (baked and baked["spec"].get("cann")):
-        table.add_row("CANN", info["cann"] or "-", (baked["spec"].get("cann") or {}).get("version", "") if baked else "")
+        table.add_row(
+            "CANN", info["cann"] or "-", (baked["spec"].get("cann") or {}).get("version", "") if baked else ""
+        )
     for name, commit in info["sources"].items():
         table.add_row(f"source {name}", commit, "")
     dev = info["devices"]
@@ -136,8 +144,9 @@ def print_table(info: dict, baked: dict | None) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m llm env", description=__doc__)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--verify", action="store_true",
-                        help="compare with the spec baked into the image; exit 1 naming each drift")
+    parser.add_argument(
+        "--verify", action="store_true", help="compare with the spec baked into the image; exit 1 naming each drift"
+    )
     parser.add_argument("--all-packages", action="store_true", help="with --json: include every installed package")
     args = parser.parse_args(argv)
 
