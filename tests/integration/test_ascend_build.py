@@ -108,32 +108,29 @@ def test_set_env_is_baked_for_docker_exec(standin):
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 
 
-def test_testinfra_checks_the_cann_image(standin):
-    """tests/infra (what `invoke check` runs) against the stand-in CANN image: its pins, sources,
-    and the CANN and NNAL exports in ENV."""
+def test_testinfra_checks_the_cann_image(standin, tmp_path):
+    """tests/infra (what `invoke check` runs) against the stand-in CANN image, sealed as `invoke up` seals it
+    (no NPU here, so without devices): its pins, sources, and the CANN and NNAL exports in ENV."""
     loaded, tag, _, _ = standin
     name = "npubox-cann-infra-probe"
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    os.chown(workspace, 1000, 1000)
+    sealed = [
+        "--network",
+        "none",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--user",
+        "1000:1000",
+        "--cap-drop",
+        "ALL",
+        "--mount",
+        f"type=bind,source={workspace},target=/workspace",
+    ]
     subprocess.run(
-        [
-            "docker",
-            "run",
-            "-d",
-            "--rm",
-            "--name",
-            name,
-            "--network",
-            "none",
-            "--read-only",
-            "--tmpfs",
-            "/tmp",
-            "--user",
-            "1000:1000",
-            tag,
-            "sleep",
-            "300",
-        ],
-        check=True,
-        capture_output=True,
+        ["docker", "run", "-d", "--rm", "--name", name, *sealed, tag, "sleep", "300"], check=True, capture_output=True
     )
     try:
         proc = subprocess.run(
@@ -146,9 +143,7 @@ def test_testinfra_checks_the_cann_image(standin):
                 "--npubox-env=npu-standin",
                 "-p",
                 "no:cacheprovider",
-                "-q",
-                "-k",
-                "cann or source or pinned or verify",
+                "-v",
             ],
             cwd=REPO,
             capture_output=True,
@@ -157,7 +152,10 @@ def test_testinfra_checks_the_cann_image(standin):
             env={**os.environ, "NPUBOX_ENVS_DIR": str(loaded.path.parent)},
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-        assert "test_cann_exports_are_in_the_image_env PASSED" in proc.stdout or " passed" in proc.stdout
+        assert "test_cann_exports_are_in_the_image_env[docker://npubox-cann-infra-probe] PASSED" in proc.stdout
+        assert (
+            "test_every_source_commit_is_recorded_in_the_image[docker://npubox-cann-infra-probe] PASSED" in proc.stdout
+        )
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import threading
 
+import llm.env.context as context_mod
 import llm.env.image as image_mod
 from llm.env.engine import inspect_image
 from llm.env.spec import load_spec
@@ -61,9 +62,9 @@ def test_invoke_run_env_in_a_sealed_container(cpu_image, workspace):
 
 def test_changing_llm_rebuilds_only_the_last_layers(cpu_image, tmp_path, monkeypatch):
     edited = tmp_path / "llm"
-    shutil.copytree(image_mod.LLM_DIR, edited, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(context_mod.LLM_DIR, edited, ignore=shutil.ignore_patterns("__pycache__"))
     (edited / "_layer_probe.py").write_text("PROBE = 1\n")
-    monkeypatch.setattr(image_mod, "LLM_DIR", edited)
+    monkeypatch.setattr(context_mod, "LLM_DIR", edited)
     from llm.env.site import Site
 
     tag = image_mod.build_image(load_spec("cpu"), Site(), tag="npubox/cpu:layer-probe")

@@ -10,8 +10,7 @@ from .conftest import invoke
 
 @pytest.fixture(scope="module")
 def pipeline_workspace(cpu_image, tmp_path_factory):
-    ws = tmp_path_factory.mktemp("pipeline") / "workspace"
-    ws.mkdir()
+    ws = tmp_path_factory.mktemp("pipeline") / "workspace"  # npubox creates it (for uid 1000 when root runs)
     proc = invoke("run", "--model", "tiny", "--phase", "all", "--workspace", str(ws), "--", "--train-iters", "20")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return ws, proc
