@@ -89,8 +89,10 @@ def parse_layer_list(text: str | None) -> list[int] | None:
         raise NpuboxError(f"--num-layer-list {text!r}: expected comma-separated integers such as 6,8,8,6") from None
 
 
-KINDS = {"hf": "Hugging Face checkpoint (config.json and *.safetensors)",
-         "mcore": "Megatron checkpoint (latest_checkpointed_iteration.txt)"}  # fmt: skip
+KINDS = {
+    "hf": "Hugging Face checkpoint (config.json and *.safetensors)",
+    "mcore": "Megatron checkpoint (latest_checkpointed_iteration.txt)",
+}
 
 
 def checkpoint_kind(path: Path) -> str | None:

@@ -114,10 +114,7 @@ def write_lock(loaded: LoadedSpec, site: Site, source_cache: Path | None = None,
                     inputs.append(name)
         site_args, env = uv_site_args(site, Path(tmp))
         with atomic_path(loaded.lock_path) as out:
-            cmd = [
-                sys.executable,
-                "-m",
-                "uv",
+            compile_args = [
                 "pip",
                 "compile",
                 *inputs,
@@ -126,27 +123,19 @@ def write_lock(loaded: LoadedSpec, site: Site, source_cache: Path | None = None,
                 "--python-platform",
                 uv_platform(loaded.arch),
                 "--generate-hashes",
+            ]
+            echo(" ".join(["uv", *compile_args]))
+            cmd = [
+                sys.executable,
+                "-m",
+                "uv",
+                *compile_args,
                 "--no-header",
                 "--quiet",
                 "--output-file",
                 str(out),
                 *site_args,
             ]
-            echo(
-                " ".join(
-                    [
-                        "uv",
-                        "pip",
-                        "compile",
-                        *inputs,
-                        "--python-version",
-                        spec.python,
-                        "--python-platform",
-                        uv_platform(loaded.arch),
-                        "--generate-hashes",
-                    ]
-                )
-            )
             proc = subprocess.run(cmd, cwd=tmp, env=env, text=True, capture_output=True)
             if proc.returncode != 0:
                 detail = " ".join(line.strip() for line in proc.stderr.strip().splitlines()[-6:]) or "no output"

@@ -84,45 +84,34 @@ def _stack():
     return stack_from_spec(commands.load_spec(TWIN_ENV).spec.model_dump(mode="json"))[0]
 
 
+def _pytest_in_twin(workspace, test_file: str, select: str, env: dict | None = None, timeout: int = 900):
+    """One selection of a unit test file, run by the twin's own Python on its own libraries."""
+    command = [
+        "python",
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "-rs",
+        f"{REPO_MOUNT}/tests/unit/{test_file}",
+        "-k",
+        select,
+    ]
+    return _run_in_twin(workspace, command, env=env, timeout=timeout)
+
+
 def test_log_lines_come_from_the_stacks_own_training_log(twin_image, workspace):
     """The engine's log parser reads the line that the stack's Megatron's own training_log prints."""
-    out = _run_in_twin(
-        workspace,
-        [
-            "python",
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "-rs",
-            f"{REPO_MOUNT}/tests/unit/test_mindspeed_log.py",
-            "-k",
-            f"pinned_megatron and {_stack().megatron[:7]}",
-        ],
-    )
+    out = _pytest_in_twin(workspace, "test_mindspeed_log.py", f"pinned_megatron and {_stack().megatron[:7]}")
     if "no tests ran" in out.stdout or " deselected" in out.stdout and " passed" not in out.stdout:
         pytest.skip(f"no line of Megatron {_stack().megatron[:7]} is made by a test (its format is copied from source)")
     assert out.returncode == 0 and "1 passed" in out.stdout, out.stdout[-3000:] + out.stderr[-2000:]
 
 
 def test_megatrons_own_pretrain_gpt_loads_trains_and_saves_llm_checkpoints(twin_image, workspace):
-    out = _run_in_twin(
-        workspace,
-        [
-            "python",
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "-rs",
-            f"{REPO_MOUNT}/tests/unit/test_mindspeed_megatron_cpu.py",
-            "-k",
-            "trains_from",
-        ],
-        env={"NPUBOX_MEGATRON_TREE": MEGATRON},
-        timeout=1500,
+    out = _pytest_in_twin(
+        workspace, "test_mindspeed_megatron_cpu.py", "trains_from", env={"NPUBOX_MEGATRON_TREE": MEGATRON}, timeout=1500
     )
     if "SKIPPED" in out.stdout and "1 skipped" in out.stdout:
         pytest.skip("in this twin: " + out.stdout.split("SKIPPED", 1)[1].strip().splitlines()[0])
