@@ -106,7 +106,7 @@ def opaque_globals(path: Path) -> list:
 
 
 def _opaque_getattr(owner, name: str):
-    """`getattr(EnumClass, "member")`, how pickle protocol 2 stores an enum member: only on placeholders."""
+    """`getattr(EnumClass, "member")`, how some Pythons pickle an Enum member: allowed only on placeholders."""
     if owner is Opaque or isinstance(owner, Opaque):
         return Opaque(owner, name)
     raise pickle.UnpicklingError(f"getattr on {type(owner).__name__} is not allowed in weights-only loading")
@@ -152,8 +152,15 @@ def load_weights_only(path: Path | str, allowed: Iterable = (), map_location: An
     allowed = list(allowed)
     path = str(path)  # torch 2.1 maps only a str filename with mmap=True
     if hasattr(torch.serialization, "safe_globals"):
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        try:
+            with torch.serialization.safe_globals(allowed):
+                return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        except pickle.UnpicklingError as e:
+            # Some Pythons (Debian bookworm's 3.11.2; 3.11.7 does not) pickle an Enum member (Megatron's ModelType,
+            # AttnBackend, ...) as getattr(Enum, "name"), which torch's weights-only unpickler refuses: the same
+            # allowlist below, with getattr allowed on placeholders only.
+            if "getattr" not in str(e):
+                raise
     return torch.load(
         path, map_location=map_location, weights_only=False, mmap=mmap, pickle_module=_allowlist_pickle(allowed)
     )
