@@ -100,7 +100,7 @@ def test_sealed_container_cannot_reach_the_network(cpu_image, workspace):
         "import socket, sys\n"
         f"try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=3)\nexcept OSError as e:\n"
         "    print('refused', type(e).__name__)\nelse:\n    print('connected'); sys.exit(1)\n"
-        "try:\n    socket.getaddrinfo('pypi.org', 443)\nexcept OSError:\n    print('no dns')\n"
+        "try:\n    socket.getaddrinfo('example.org', 443)\nexcept OSError:\n    print('no dns')\n"
         "else:\n    print('resolved'); sys.exit(1)\n"
     )
     proc = invoke("run", "--phase", "env", "--workspace", str(workspace), "--image", cpu_image)
