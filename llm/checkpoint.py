@@ -107,14 +107,15 @@ def load_rank(
     pp_rank: int,
     pp_size: int,
     *,
-    safe_globals: Iterable[Any] = (),
+    safe_globals: Iterable[Any] | None = None,
     map_location: Any = "cpu",
 ) -> dict[str, Any]:
     """Read one rank's file with ``torch.load(weights_only=True)``.
 
-    ``argparse.Namespace`` is always allowed; pass more classes (e.g. numpy's, for Megatron's
-    rng_state) in ``safe_globals``."""
-    from llm.compat import load_weights_only
+    ``argparse.Namespace`` is always allowed, and the Megatron / MindSpeed classes that a file's pickle names load as
+    placeholders (``llm.compat.opaque_globals``, found by scanning the file); a caller reading every rank of one
+    checkpoint passes that list in ``safe_globals`` once instead."""
+    from llm.compat import load_weights_only, opaque_globals
 
     path = rank_file(load_dir, iteration, tp_rank, pp_rank, pp_size)
     if not path.is_file():
@@ -122,7 +123,8 @@ def load_rank(
             f"{path}: not found; expected the rank file of tp rank {tp_rank}, pp rank {pp_rank} of {pp_size}"
         )
     try:
-        state = load_weights_only(path, [argparse.Namespace, *safe_globals], map_location=map_location)
+        allowed = opaque_globals(path) if safe_globals is None else safe_globals
+        state = load_weights_only(path, [argparse.Namespace, *allowed], map_location=map_location)
     except Exception as e:  # torch raises UnpicklingError / RuntimeError with long messages
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise NpuboxError(f"{path}: cannot be loaded with torch.load(weights_only=True): {first}") from None

@@ -19,9 +19,21 @@ import numpy as np
 from llm.errors import NpuboxError
 
 INDEX_HEADER = b"MMIDIDX\x00\x00"
+INDEX_VERSION = 1
 HEADER_SIZE = len(INDEX_HEADER) + 8 + 1 + 8 + 8
-ITEMSIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 8, 7: 4, 8: 2}  # megatron DType code -> bytes per token
-CHUNK = 1 << 20
+# megatron.core.datasets.indexed_dataset.DType codes.
+DTYPE_CODES = {
+    np.dtype(np.uint8): 1,
+    np.dtype(np.int8): 2,
+    np.dtype(np.int16): 3,
+    np.dtype(np.int32): 4,
+    np.dtype(np.int64): 5,
+    np.dtype(np.float64): 6,
+    np.dtype(np.float32): 7,
+    np.dtype(np.uint16): 8,
+}
+ITEMSIZE = {code: dtype.itemsize for dtype, code in DTYPE_CODES.items()}  # bytes per token
+CHUNK = 1 << 20  # index entries handled at once
 REMEDY = "re-run `python -m llm preprocess` to write both files together"
 
 
@@ -43,7 +55,7 @@ def check_indexed_dataset(prefix: Path | str) -> IndexedDatasetInfo:
     if len(head) < HEADER_SIZE or head[: len(INDEX_HEADER)] != INDEX_HEADER:
         raise NpuboxError(f"{idx}: not a Megatron index (no MMIDIDX header of {HEADER_SIZE} bytes); {REMEDY}")
     version, code, n, docs = struct.unpack("<QBQQ", head[len(INDEX_HEADER) :])
-    if version != 1 or code not in ITEMSIZE:
+    if version != INDEX_VERSION or code not in ITEMSIZE:
         raise NpuboxError(f"{idx}: index version {version}, dtype code {code}; expected version 1 and a code in 1..8")
     expected_idx = HEADER_SIZE + 4 * n + 8 * n + 8 * docs
     if idx_size != expected_idx:

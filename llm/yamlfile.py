@@ -125,8 +125,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def parse_yaml_text(text: str, path: Path | str) -> object:
-    if len(text) > MAX_YAML_BYTES:
-        raise NpuboxError(f"{path}: larger than {MAX_YAML_BYTES:,} bytes; a spec or recipe is a few kilobytes")
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:

@@ -187,7 +187,7 @@ def plan_shards(recipe, itemsize: int, max_shard_bytes: int) -> list[list[tuple[
     return shards
 
 
-SAFETENSORS_DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32", "float64": "F64"}
+SAFETENSORS_DTYPES = {name: code for code, name in DTYPE_NAMES.items()}  # torch dtype name -> safetensors code
 CHUNK_BYTES = 64 * 2**20  # rows of a tensor read and written at once
 
 

@@ -95,11 +95,11 @@ def rank_model_state(
             if key is not None and set(t.parts) <= present:
                 flat[key_prefix + key] = tensor(t, c)
 
-    names = set(canonical_names(recipe))
+    names, layer_names = set(canonical_names(recipe)), set(layer_tensor_names(recipe))
     if first:
         add(stage_tensors("first"), "", "", names)
     for local, i in enumerate(layers):
-        add(stage_tensors("layer"), layout.layer_prefix.format(local), f"layers.{i}.", set(layer_tensor_names(recipe)))
+        add(stage_tensors("layer"), layout.layer_prefix.format(local), f"layers.{i}.", layer_names)
         on_layer()
     if last:  # tied, pp > 1: the last stage keeps its own copy of the embedding for the output layer
         tied_head = a.tie_embeddings and not first
@@ -151,8 +151,7 @@ def checkpoint_layout(load_dir: Path | str) -> Layout | None:
     try:
         iteration = checkpoint.read_latest(load_dir)
         _tp, pp = checkpoint.find_layout(load_dir, iteration)
-        path = checkpoint.rank_file(load_dir, iteration, 0, 0, pp)
-        state = checkpoint.load_rank(load_dir, iteration, 0, 0, pp, safe_globals=opaque_globals(path))
+        state = checkpoint.load_rank(load_dir, iteration, 0, 0, pp)
     except NpuboxError:
         return None
     return detect_layout(state["model"])

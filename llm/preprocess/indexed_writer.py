@@ -1,9 +1,8 @@
 """Megatron indexed datasets (``PREFIX.bin`` + ``PREFIX.idx``), written streaming under temporary names.
 
-``.bin`` holds every sequence's token ids back to back. ``.idx`` is megatron-core's
-``_IndexWriter`` layout: ``MMIDIDX\\x00\\x00``, version 1 (``<Q``), dtype code (``<B``), sequence
-count (``<Q``), document count (``<Q``), int32 sequence lengths, int64 byte offsets, int64
-document indices (``[0, 1, ..., N]`` here: one sequence per document).
+``.bin`` holds every sequence's token ids back to back. ``.idx`` is megatron-core's ``_IndexWriter``
+layout (llm.indexed_dataset spells it out), with document indices ``[0, 1, ..., N]``: one sequence per
+document.
 
 Memory stays flat however long the input: sequence lengths go to a side file while writing and
 the index is produced from it in chunks at the end.
@@ -19,21 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from llm.atomic import fsync_dir, temp_beside
-
-INDEX_HEADER = b"MMIDIDX\x00\x00"
-INDEX_VERSION = 1
-# megatron.core.datasets.indexed_dataset.DType codes.
-DTYPE_CODES = {
-    np.dtype(np.uint8): 1,
-    np.dtype(np.int8): 2,
-    np.dtype(np.int16): 3,
-    np.dtype(np.int32): 4,
-    np.dtype(np.int64): 5,
-    np.dtype(np.float64): 6,
-    np.dtype(np.float32): 7,
-    np.dtype(np.uint16): 8,
-}
-CHUNK = 1 << 20  # index entries handled at once when writing the .idx
+from llm.indexed_dataset import CHUNK, DTYPE_CODES, INDEX_HEADER, INDEX_VERSION
 
 
 def optimal_dtype(vocab_size: int) -> np.dtype:

@@ -175,15 +175,11 @@ def check_resume(load: str, cfg_values: dict) -> None:
     iteration = checkpoint.read_latest(load)
     if iteration == "release":
         return
-    it_dir = Path(load) / checkpoint.iter_dir_name(iteration)
-    rank0 = {1: "mp_rank_00", 2: "mp_rank_00_000"}  # pp == 1, pp > 1
-    layouts = [pp for pp, rank_dir in rank0.items() if (it_dir / rank_dir / checkpoint.RANK_FILE).is_file()]
+    # rank 0's file: mp_rank_00 (pp == 1) or mp_rank_00_000 (any pp > 1)
+    layouts = [pp for pp in (1, 2) if checkpoint.rank_file(load, iteration, 0, 0, pp).is_file()]
     if not layouts:
         return  # training's reader names what is missing
-    from llm.compat import opaque_globals  # Megatron's own saves pickle its enums in 'args'
-
-    rank_file = checkpoint.rank_file(load, iteration, 0, 0, layouts[0])
-    state = checkpoint.load_rank(load, iteration, 0, 0, layouts[0], safe_globals=opaque_globals(rank_file))
+    state = checkpoint.load_rank(load, iteration, 0, 0, layouts[0])
     if "optimizer" not in state:
         return  # weights only (what convert writes): a new run starts from them
     args = state.get("args")
