@@ -36,7 +36,7 @@ def resolve_base(loaded: LoadedSpec, *, pull: bool = True, echo: Echo | None = _
         if proc.returncode == 0:
             return ref
     how = (
-        f"run `invoke base-image --env {loaded.name}` to bootstrap it from Debian packages"
+        f"run `invoke base-image {loaded.env_args}` to bootstrap it from Debian packages"
         if base.bootstrap
         else ("load it with `docker load` or make the registry reachable")
     )

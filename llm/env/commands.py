@@ -102,11 +102,10 @@ def build(
     plan = make_plan(loaded, site, inputs)
     if dry_run:
         return plan
-    if arch and arch != loaded.arch:
-        from llm.env.arch import host_arch
+    from llm.env.arch import host_arch
 
-        if arch != host_arch():
-            raise NpuboxError(f"--arch {arch}: this host builds {host_arch()} images; use --arch only with --dry-run")
+    if arch and arch != host_arch():
+        raise NpuboxError(f"--arch {arch}: this host builds {host_arch()} images; use --arch only with --dry-run")
     ensure_daemon()
     from llm.env.image import run_plan
 

@@ -214,7 +214,7 @@ def require_image(loaded: LoadedSpec, image: str | None = None) -> str:
         if not image_exists(loaded.tag):
             raise NpuboxError(
                 f"the image {loaded.tag} for env {loaded.name!r} is not built (or the spec changed since): "
-                f"run `invoke build-image --env {loaded.name}`"
+                f"run `invoke build-image {loaded.env_args}`"
             )
         return loaded.tag
     if not image_exists(image):

@@ -86,8 +86,6 @@ def fetch_wheels(loaded: LoadedSpec, plan: BuildPlan, echo: Echo | None = _stder
     such as antlr4-python3-runtime), built inside the image from its hashed source."""
     cache = wheel_cache(loaded)
     cache.mkdir(parents=True, exist_ok=True)
-    lock_file = cache / f".{loaded.name}.lock"
-    lock_file.write_text(loaded.lock_text())
     common = [
         "download",
         "--no-deps",
@@ -102,7 +100,7 @@ def fetch_wheels(loaded: LoadedSpec, plan: BuildPlan, echo: Echo | None = _stder
         "--progress-bar",
         "off",
         "-r",
-        str(lock_file),
+        str(loaded.lock_path),
     ]
     glibc = GLIBC_BOOKWORM if loaded.spec.base.bootstrap else GLIBC[1]  # bookworm, else a CANN (Ubuntu 22.04) image
     for plat in pip_platforms(loaded.arch, glibc):
@@ -160,7 +158,7 @@ def assemble(plan: BuildPlan, base_ref: str, files: list[Path], echo: Echo | Non
     (ctx / "sources" / "manifest.tsv").write_text("".join(f"{r}\n" for r in rows))
     for script in ("install-cann.sh", "install-sources.sh"):
         shutil.copy2(CONTAINERS / script, ctx / script)
-    (ctx / "requirements.lock").write_text(loaded.lock_text())
+    shutil.copyfile(loaded.lock_path, ctx / "requirements.lock")
     tools = [e for e in loaded.lock if e.name.lower() in BUILD_TOOLS]
     (ctx / "build-tools.lock").write_text(render_lock(tools, "# installed first: they build the locked sdists"))
     (ctx / "spec.json").write_text(json.dumps(baked_spec(loaded), indent=2, sort_keys=True) + "\n")

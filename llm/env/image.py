@@ -8,7 +8,6 @@ those exports baked into ENV (`docker exec` and testinfra do not read .bashrc).
 
 from __future__ import annotations
 
-from llm.env.arch import host_arch, pip_platforms  # noqa: F401  (re-exported for callers)
 from llm.env.base import resolve_base
 from llm.env.context import BuildContext, assemble, fetch_wheels, render_dockerfile
 from llm.env.engine import Echo, _stderr_echo, docker
@@ -58,7 +57,7 @@ def run_plan(plan: BuildPlan, *, echo: Echo | None = _stderr_echo, tag: str | No
     base_ref = resolve_base(loaded, echo=echo)
     files = fetch_wheels(loaded, plan, echo=echo)
     ctx = assemble(plan, base_ref, files, echo=echo)
-    hint = f"fix the step shown above and re-run `invoke build-image --env {loaded.name}` (finished steps are cached)"
+    hint = f"fix the step shown above and re-run `invoke build-image {loaded.env_args}` (finished steps are cached)"
     if loaded.spec.cann:
         stage = f"npubox-stage/{loaded.name}-cann:{loaded.content_hash[:12]}"
         docker(

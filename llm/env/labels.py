@@ -48,8 +48,7 @@ def labels(loaded: LoadedSpec, base_ref: str) -> dict[str, str]:
         out["npubox.twin.differences"] = "; ".join(differences(loaded))
     for src in spec.sources:
         out[f"npubox.source.{src.name}"] = src.commit
-    pins = loaded.pins() if locked else loaded.requirement_pins() | loaded.site_wheel_pins()
-    for name, version in pins.items():
+    for name, version in loaded.known_pins().items():
         out[f"npubox.pin.{name}"] = version
     return out
 

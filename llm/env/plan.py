@@ -77,7 +77,9 @@ class BuildPlan:
         _ = self.loaded.lock  # a missing or stale lock names the command that makes it
         first = next(iter(self.missing), None)
         if first is not None:
-            more = f" (and {len(self.missing) - 1} more: `invoke build-image --env {self.env} --dry-run` lists them)"
+            more = (
+                f" (and {len(self.missing) - 1} more: `invoke build-image {self.loaded.env_args} --dry-run` lists them)"
+            )
             raise NpuboxError(f"{first.what} is missing: {first.todo}" + (more if len(self.missing) > 1 else ""))
 
 
@@ -106,16 +108,10 @@ def _base_input(loaded: LoadedSpec) -> PlannedInput:
             "base image", "present", f"{bootstrap_tag(base.bootstrap)} (bootstrapped {base.bootstrap.suite})"
         )
     if base.bootstrap:
-        return PlannedInput(
-            "base image", "pull", ref, f"if it cannot be pulled: `invoke base-image {_env_args(loaded)}`"
-        )
+        return PlannedInput("base image", "pull", ref, f"if it cannot be pulled: `invoke base-image {loaded.env_args}`")
     return PlannedInput(
         "base image", "pull", ref, "if the registry is unreachable: `docker load -i` the image's archive"
     )
-
-
-def _env_args(loaded: LoadedSpec) -> str:
-    return f"--env {loaded.twin_of.name} --twin cpu" if loaded.twin_of is not None else f"--env {loaded.name}"
 
 
 def _wheel_is(path: Path, name: str, version: str) -> bool:
@@ -213,18 +209,10 @@ def _stages(plan_loaded: LoadedSpec, cann_mode: str) -> list[str]:
     return stages
 
 
-def make_plan(
-    loaded: LoadedSpec, site: Site = Site(), inputs: BuildInputs = BuildInputs(), arch: str | None = None
-) -> BuildPlan:
+def make_plan(loaded: LoadedSpec, site: Site = Site(), inputs: BuildInputs = BuildInputs()) -> BuildPlan:
     """Look at every input (no network; Docker only to see which images are present)."""
     from llm.env.twin import differences
 
-    if arch is not None and arch != loaded.arch:
-        from llm.env.spec import load_spec_file
-        from llm.env.twin import make_twin
-
-        real = load_spec_file(loaded.twin_of.path if loaded.twin_of else loaded.path, arch)
-        loaded = make_twin(real) if loaded.twin_of is not None else real
     spec = loaded.spec
     items = [_base_input(loaded)]
     if loaded.lock_path.is_file():

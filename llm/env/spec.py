@@ -326,12 +326,16 @@ class LoadedSpec:
         return self.path.parent / self.spec.lock.format(arch=self.arch)
 
     @property
+    def env_args(self) -> str:
+        """How a command line names this spec: `--env E`, or `--env E --twin cpu` for a twin."""
+        return f"--env {self.twin_of.name} --twin cpu" if self.twin_of is not None else f"--env {self.name}"
+
+    @property
     def lock_hint(self) -> str:
         real = self.twin_of or self
         arch = f" --arch {self.arch}" if "{arch}" in real.spec.lock else ""
-        twin = " --twin cpu" if self.twin_of is not None else ""
-        cache = " --source-cache DIR" if any(s.requirements for s in real.spec.sources) and not twin else ""
-        return f"invoke lock --env {real.name}{twin}{arch}{cache}"
+        cache = " --source-cache DIR" if any(s.requirements for s in real.spec.sources) and not self.twin_of else ""
+        return f"invoke lock {self.env_args}{arch}{cache}"
 
     @cached_property
     def lock(self) -> list[LockEntry]:
@@ -369,9 +373,9 @@ class LoadedSpec:
     def pins(self) -> dict[str, str]:
         return {canonicalize_name(e.name): e.version for e in self.lock} | self.site_wheel_pins()
 
-    def lock_text(self) -> str:
-        """The lock as the image build installs it."""
-        return self.lock_path.read_text(encoding="utf-8")
+    def known_pins(self) -> dict[str, str]:
+        """The lock's pins once there is a lock, else the spec's own (requirements and site wheels)."""
+        return self.pins() if self.lock_path.is_file() else self.requirement_pins() | self.site_wheel_pins()
 
     @cached_property
     def content_hash(self) -> str:

@@ -46,7 +46,7 @@ def export_image(loaded: LoadedSpec, output: Path, image: str | None = None) -> 
     if not image_exists(tag):
         raise NpuboxError(
             f"the image {tag} for env {loaded.name!r} is not in the local Docker engine: "
-            f"run `invoke build-image --env {loaded.name}` first"
+            f"run `invoke build-image {loaded.env_args}` first"
         )
     info = inspect_image(tag)
     labels = info["Config"].get("Labels") or {}

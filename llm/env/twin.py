@@ -98,9 +98,7 @@ def differences(twin: LoadedSpec) -> list[str]:
     out = []
     if real.python != spec.python:
         out.append(f"Python {spec.python} (real: {real.python})")
-    source = pinned_from(twin.twin_of)
-    real_pins = source.pins() if source.lock_path.is_file() else twin.twin_of.requirement_pins()
-    dropped = sorted(n for n in {*real_pins, *twin.twin_of.site_wheel_pins()} if n in NPU_ONLY)
+    dropped = sorted(n for n in pinned_from(twin.twin_of).known_pins() if n in NPU_ONLY)
     if dropped:
         out.append("without " + ", ".join(dropped) + " (Ascend-only)")
     torch = twin.requirement_pins().get("torch")

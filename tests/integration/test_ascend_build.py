@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from llm.env.image import BuildInputs, build_image, host_arch
+from llm.env.arch import host_arch
+from llm.env.image import BuildInputs, build_image
 from llm.env.site import Site
 from llm.env.spec import load_spec
 from llm.errors import NpuboxError

@@ -41,8 +41,8 @@ def test_plan_labels_name_every_pin(env, tmp_path):
 
 
 def test_plan_names_missing_cann_installers_and_where_to_put_them(tmp_path):
-    loaded = load_spec("ascend-modellink-1.0")
-    plan = make_plan(loaded, inputs=BuildInputs(vendor=tmp_path), arch="aarch64")
+    loaded = load_spec("ascend-modellink-1.0", arch="aarch64")
+    plan = make_plan(loaded, inputs=BuildInputs(vendor=tmp_path))
     missing = [i for i in plan.missing if i.what.startswith("CANN installer")]
     assert [i.what for i in missing] == [
         "CANN installer Ascend-cann-toolkit_8.0.RC1_linux-aarch64.run",
@@ -50,7 +50,7 @@ def test_plan_names_missing_cann_installers_and_where_to_put_them(tmp_path):
     ]
     assert all("--vendor" in i.todo for i in missing)
     (tmp_path / "Ascend-cann-toolkit_8.0.RC1_linux-aarch64.run").write_text("#!/bin/sh\n")
-    plan = make_plan(loaded, inputs=BuildInputs(vendor=tmp_path), arch="aarch64")
+    plan = make_plan(loaded, inputs=BuildInputs(vendor=tmp_path))
     assert [i.what for i in plan.missing if i.what.startswith("CANN")] == [
         "CANN installer Ascend-cann-kernels-910b_8.0.RC1_linux.run"
     ]
@@ -72,3 +72,21 @@ def test_every_model_an_env_lists_has_a_recipe():
     for env in env_names():
         missing = set(load_spec(env).spec.models) - known
         assert not missing, f"{env}: no recipe for {sorted(missing)}"
+
+
+def test_a_build_for_another_architecture_is_refused_before_docker(tmp_path, monkeypatch):
+    from llm.env import commands
+    from llm.env.arch import host_arch
+    from llm.errors import NpuboxError
+
+    def no_docker():
+        raise AssertionError("the build reached Docker")
+
+    monkeypatch.setattr(commands, "ensure_daemon", no_docker)
+    foreign = "aarch64" if host_arch() == "x86_64" else "x86_64"
+    with pytest.raises(NpuboxError, match=rf"--arch {foreign}: this host builds {host_arch()} images"):
+        commands.build("ascend-mindspeed-llm-2.0.0", [], vendor=str(tmp_path), arch=foreign)
+    assert (
+        commands.build("ascend-mindspeed-llm-2.0.0", [], vendor=str(tmp_path), arch=foreign, dry_run=True).arch
+        == foreign
+    )
