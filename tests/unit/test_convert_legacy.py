@@ -15,6 +15,7 @@ import pytest
 
 from _convert_fixtures import make_hf, read_safetensors_dir
 from _example_scripts import REPO, extract_archive, source_archive
+from _mindspeed_fixtures import ML_RC1
 from llm import checkpoint
 from llm.convert import main as convert
 from llm.errors import NpuboxError
@@ -23,7 +24,7 @@ from llm.recipes import load_recipe
 torch = pytest.importorskip("torch")
 
 MEGATRON_BCCE6F = ("Megatron-LM", "bcce6f54e075e3c3374ea67adefe54f3f2da2b07")
-MODELLINK_RC1 = ("MindSpeed-LLM", "f33da62b9017d12aca8364137936ab0d014df428")  # ModelLink v1.0.RC1.0
+MODELLINK_RC1 = ("MindSpeed-LLM", ML_RC1)  # ModelLink v1.0.RC1.0
 ASCENDSPEED = ("MindSpeed", "224ae35e8fc96778f957029d1371ddb623452a50")  # the MindSpeed (AscendSpeed) it runs on
 
 

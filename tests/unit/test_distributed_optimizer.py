@@ -103,13 +103,9 @@ def test_resuming_with_the_other_optimizer_names_the_flag(runs):
     assert "saved with the distributed optimizer" in out and "resume with --distributed-optimizer" in out
 
 
-def test_flags_default_to_the_distributed_optimizer(tmp_path):
-    from _pretrain_fixtures import write_dataset
+def test_flags_default_to_the_distributed_optimizer(ws):
     from llm.pretrain.config import parse_config
-    from llm.workspace import Workspace
 
-    write_dataset(tmp_path / "data" / MODEL / "sample_text_document", count=30)
-    ws = Workspace(tmp_path)
     assert parse_config(["--model", MODEL], ws).distributed_optimizer is True
     assert parse_config(["--model", MODEL, "--no-distributed-optimizer"], ws).distributed_optimizer is False
     assert parse_config(["--model", MODEL, "--attention", "unfused"], ws).attention == "unfused"

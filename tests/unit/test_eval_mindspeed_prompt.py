@@ -10,15 +10,15 @@ import dataclasses
 import json
 import re
 import tarfile
-from pathlib import Path
 
 import pytest
 
+from _example_scripts import source_archive
+from _mindspeed_fixtures import V200
 from llm.eval import prompts
 from llm.eval.data import LETTERS, Example
 
-REPO = Path(__file__).resolve().parents[2]
-ARCHIVE = REPO.parent / "shared" / "sources" / "MindSpeed-LLM-3a712f58635be8825189c65a89f27a90dc458765.tar.gz"  # v2.0.0
+ARCHIVE = source_archive("MindSpeed-LLM", V200)  # v2.0.0
 EVAL_IMPL = "mindspeed_llm/tasks/evaluation/eval_impl/"
 SHOT = re.compile(r"(.*)\nA\. (.*)\nB\. (.*)\nC\. (.*)\nD\. (.*)\n答：([ABCD])", re.DOTALL)
 

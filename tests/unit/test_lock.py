@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from _example_scripts import SOURCES
 from llm.env import lock
 from llm.env.site import Site
 from llm.env.spec import load_spec
@@ -57,5 +58,5 @@ def test_lock_header_names_the_sources_it_resolved():
 
 def test_source_requirements_come_from_the_pinned_archive():
     src = next(s for s in load_spec("ascend-mindspeed-llm-2.0.0").spec.sources if s.name == "MindSpeed-LLM")
-    text = lock.source_file(src, "requirements.txt", Path(__file__).resolve().parents[3] / "shared" / "sources")
+    text = lock.source_file(src, "requirements.txt", SOURCES)
     assert "transformers==4.43.2" in text.splitlines()

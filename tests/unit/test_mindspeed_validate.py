@@ -16,16 +16,17 @@ import sys
 import pytest
 
 from _example_scripts import extract_archive, source_archive
+from _mindspeed_fixtures import ML_MASTER, ML_RC1, V200, V230, V2600
 from _pretrain_fixtures import REPO, env_for
 from llm.pretrain.mindspeed_llm import STACKS
 
 CASES = {  # stack, model, nodes of 8 devices
-    "2.0.0 qwen25-7b": ("3a712f58635be8825189c65a89f27a90dc458765", "qwen25-7b", 1),
-    "2.3.0 qwen25-7b": ("1bdd97003882083da7c951fceedd71f96116be2f", "qwen25-7b", 2),
-    "2.3.0 qwen25-72b": ("1bdd97003882083da7c951fceedd71f96116be2f", "qwen25-72b", 16),
-    "26.0.0 qwen25-72b": ("57c33296592ed12f59396e59461a5bd8d0d589d0", "qwen25-72b", 16),
-    "ModelLink 1.0 qwen-7b": ("f33da62b9017d12aca8364137936ab0d014df428", "qwen-7b", 1),
-    "ModelLink 17b97452 aquila2-7b": ("17b97452f7ed1a86e0d54b119828efd4f1c5b199", "aquila2-7b", 1),
+    "2.0.0 qwen25-7b": (V200, "qwen25-7b", 1),
+    "2.3.0 qwen25-7b": (V230, "qwen25-7b", 2),
+    "2.3.0 qwen25-72b": (V230, "qwen25-72b", 16),
+    "26.0.0 qwen25-72b": (V2600, "qwen25-72b", 16),
+    "ModelLink 1.0 qwen-7b": (ML_RC1, "qwen-7b", 1),
+    "ModelLink 17b97452 aquila2-7b": (ML_MASTER, "aquila2-7b", 1),
 }
 
 

@@ -14,23 +14,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 
-from _pretrain_fixtures import finish, launch_argv, losses, make_workspace, start
+from _pretrain_fixtures import finish, free_port, launch_argv, losses, make_workspace, start
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("megatron.core")
 
 TOLERANCE = 1e-5
 MODELS = {"tiny-qwen": "MHA", "tiny": "GQA"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _max_diff(a, b) -> float:
@@ -137,7 +130,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
 def test_sdpa_equals_unfused_for_mha_and_gqa(tp, tmp_path):
     import torch.multiprocessing as mp
 
-    mp.spawn(_worker, args=(tp, _free_port(), str(tmp_path)), nprocs=tp, join=True)
+    mp.spawn(_worker, args=(tp, free_port(), str(tmp_path)), nprocs=tp, join=True)
     for rank in range(tp):
         report = json.loads((tmp_path / f"rank{rank}.json").read_text())
         for name, kind in MODELS.items():

@@ -13,6 +13,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from _example_scripts import SOURCES, source_archive
 from llm.env.plan import BuildInputs, make_plan
 from llm.env.sources import check_commit_object
 from llm.env.spec import Source, env_names, load_spec, parse_lock
@@ -20,7 +21,6 @@ from llm.env.twin import NPU_ONLY, differences, make_twin
 from llm.errors import NpuboxError
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCES = REPO.parent / "shared" / "sources"
 NPU_ENVS = [n for n in env_names() if load_spec(n).spec.accelerator == "npu"]
 
 # Release tags peeled to their commits, read from the public repositories (`git rev-parse <tag>^{commit}`).
@@ -102,7 +102,7 @@ def test_a_tag_object_is_refused_naming_its_commit(tmp_path):
 
 
 def _source_requirements(src: Source, relpath: str) -> list[Requirement]:
-    with tarfile.open(SOURCES / f"{src.name}-{src.commit}.tar.gz") as tar:
+    with tarfile.open(source_archive(src.name, src.commit)) as tar:
         member = next(m for m in tar.getmembers() if m.name.split("/", 1)[-1] == relpath)
         text = io.TextIOWrapper(tar.extractfile(member), encoding="utf-8").read()
     return [Requirement(line.split("#")[0].strip()) for line in text.splitlines() if line.split("#")[0].strip()]
