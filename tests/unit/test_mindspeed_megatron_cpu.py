@@ -160,18 +160,25 @@ def megatron_flags(workspace, load, save, tree) -> list[str]:
     ]
 
 
+def _convert_tp2_pp2(env: dict) -> None:
+    """`llm convert` of the workspace's tiny HF model to checkpoints/tiny/hf-tp2-pp2."""
+    argv = [sys.executable, "-m", "llm", "convert", "--model", "tiny", "--tp", "2", "--pp", "2"]
+    subprocess.run(argv, cwd=REPO, env=env, check=True, capture_output=True)
+
+
+def _convert_back(load: Path, save: Path, env: dict) -> subprocess.CompletedProcess:
+    """`llm convert --from mcore --to hf` of ``load`` into ``save``."""
+    argv = [sys.executable, "-m", "llm", "convert", "--model", "tiny", "--from", "mcore", "--to", "hf"]
+    argv += ["--load-dir", str(load), "--save-dir", str(save)]
+    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
+
+
 @pytest.mark.slow
 def test_megatron_pretrain_gpt_trains_from_and_saves_llm_convert_checkpoints(megatron_tree, tmp_path):
     ws = make_workspace(tmp_path / "ws")
     converted, saved, back = ws / "checkpoints/tiny/hf-tp2-pp2", tmp_path / "saved", tmp_path / "back"
     env = env_for(ws)
-    subprocess.run(
-        [sys.executable, "-m", "llm", "convert", "--model", "tiny", "--tp", "2", "--pp", "2"],
-        cwd=REPO,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    _convert_tp2_pp2(env)
 
     run = subprocess.run(
         [
@@ -198,28 +205,7 @@ def test_megatron_pretrain_gpt_trains_from_and_saves_llm_convert_checkpoints(meg
     assert [log.iteration for log in logs] == [2, 3]  # resumed after the converted checkpoint's iteration 1
     assert all(log.loss and 0 < log.loss < 20 and log.skipped_iterations == 0 for log in logs)
 
-    convert_back = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "llm",
-            "convert",
-            "--model",
-            "tiny",
-            "--from",
-            "mcore",
-            "--to",
-            "hf",
-            "--load-dir",
-            str(saved),
-            "--save-dir",
-            str(back),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    convert_back = _convert_back(saved, back, env)
     assert convert_back.returncode == 0, convert_back.stderr[-2000:]
     original, result = read_safetensors_dir(ws / "models/tiny/hf"), read_safetensors_dir(back)
     assert sorted(original) == sorted(result)
@@ -239,13 +225,7 @@ def test_checkpoints_holding_megatrons_enums_convert_and_resume(tmp_path):
     ws = make_workspace(tmp_path / "ws")
     converted, back = ws / "checkpoints/tiny/hf-tp2-pp2", tmp_path / "back"
     env = env_for(ws)
-    subprocess.run(
-        [sys.executable, "-m", "llm", "convert", "--model", "tiny", "--tp", "2", "--pp", "2"],
-        cwd=REPO,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    _convert_tp2_pp2(env)
     for tp_rank in range(2):  # what Megatron's save_checkpoint adds to the args
         for pp_rank in range(2):
             path = checkpoint.rank_file(converted, 1, tp_rank, pp_rank, 2)
@@ -280,28 +260,7 @@ def test_checkpoints_holding_megatrons_enums_convert_and_resume(tmp_path):
         text=True,
     )
     assert resume.returncode == 0 and resume.stdout.strip() == str(converted), resume.stderr[-2000:]
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "llm",
-            "convert",
-            "--model",
-            "tiny",
-            "--from",
-            "mcore",
-            "--to",
-            "hf",
-            "--load-dir",
-            str(converted),
-            "--save-dir",
-            str(back),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    out = _convert_back(converted, back, env)
     assert out.returncode == 0, out.stderr[-2000:]
     original, result = read_safetensors_dir(ws / "models/tiny/hf"), read_safetensors_dir(back)
     assert all(torch.equal(original[k], result[k]) for k in original) and sorted(original) == sorted(result)
