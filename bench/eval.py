@@ -50,11 +50,10 @@ import lm_eval_harness as harness  # noqa: E402
 
 from llm.eval import data as eval_data  # noqa: E402
 from llm.eval import prompts, sample_sets  # noqa: E402
-from llm.workspace import Workspace  # noqa: E402
+from llm.workspace import Workspace, host_default  # noqa: E402
 
 TASKS = ("mmlu", "ceval", "boolq")
 SHOTS = {"mmlu": 5, "ceval": 5, "boolq": 0}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 BATCH_NOTE = (
     "batch size {b} on both sides, but not the same work per batch: lm-eval runs {b} rows per forward, each a whole "
     "prompt (header, shots, question) plus a choice's tokens but its last (one row per question when every choice is "
@@ -65,9 +64,9 @@ BATCH_NOTE = (
 
 
 def host_workspace(arg: Path | None) -> Workspace:
-    """Where `invoke run` mounts the workspace from (llm.env.commands.DEFAULT_WORKSPACE, not imported: it
-    drives Docker): --workspace, else $NPUBOX_HOST_WORKSPACE, else ./workspace."""
-    return Workspace((arg or Path(os.environ.get("NPUBOX_HOST_WORKSPACE", "workspace"))).resolve())
+    """Where `invoke run` mounts the workspace from (llm.workspace.host_default, as llm.env.commands.DEFAULT_WORKSPACE):
+    --workspace, else $NPUBOX_HOST_WORKSPACE, else ./workspace."""
+    return Workspace((arg or host_default()).resolve())
 
 
 def tiny_model(ws: Workspace) -> Path:
@@ -81,14 +80,14 @@ def tiny_model(ws: Workspace) -> Path:
 
 def random_model(recipe_name: str, tokenizer_dir: Path, out: Path) -> Path:
     """The recipe's shape with random weights (llm.sample.weights) and the given tokenizer."""
+    from llm.convert.hf import tokenizer_files
     from llm.recipes import load_recipe
     from llm.sample.weights import write_sample_weights
 
     start = time.perf_counter()
     write_sample_weights(load_recipe(recipe_name), out, seed=0)
-    for name in TOKENIZER_FILES:
-        if (tokenizer_dir / name).is_file():
-            shutil.copy(tokenizer_dir / name, out / name)
+    for path in tokenizer_files(tokenizer_dir):
+        shutil.copy(path, out / path.name)
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**30
     print(f"made {recipe_name} with random weights in {out} ({size:.2f} GiB fp32, {time.perf_counter() - start:.0f} s)")
     return out

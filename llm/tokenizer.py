@@ -48,13 +48,14 @@ def load_tokenizer(directory: Path) -> LoadedTokenizer:
     if not directory.is_dir():
         raise NpuboxError(f"tokenizer directory {directory} does not exist")
     path = directory / "tokenizer.json"
+    auto = None  # transformers' tokenizer, when one was built to get the Rust one
     if path.is_file():
         try:
             tok = Tokenizer.from_file(str(path))
         except Exception as e:  # tokenizers raises plain Exception on a bad file
             raise NpuboxError(f"{path} is not a tokenizers file ({e})") from e
     else:
-        tok = _from_transformers(directory)
+        tok, auto = _from_transformers(directory)
 
     config = {}
     config_path = directory / "tokenizer_config.json"
@@ -72,7 +73,7 @@ def load_tokenizer(directory: Path) -> LoadedTokenizer:
         eod = next((i for i in map(tok.token_to_id, EOD_CANDIDATES) if i is not None), None)
     pad = token_id(_token_name(config.get("pad_token")))
     return LoadedTokenizer(
-        tok, tok.get_vocab_size(with_added_tokens=True), eod, pad if pad is not None else eod, directory
+        tok, tok.get_vocab_size(with_added_tokens=True), eod, pad if pad is not None else eod, directory, auto
     )
 
 
@@ -90,7 +91,8 @@ def _auto_tokenizer(directory: Path):
 
 
 def _from_transformers(directory: Path):
-    """A directory without tokenizer.json (vocab/merges, sentencepiece): let transformers build the fast one."""
+    """A directory without tokenizer.json (vocab/merges, sentencepiece): let transformers build the fast one.
+    Returns its Rust tokenizer and transformers' tokenizer itself (kept for :meth:`LoadedTokenizer.transformers`)."""
     try:
         from transformers import AutoTokenizer
 
@@ -102,4 +104,4 @@ def _from_transformers(directory: Path):
         ) from e
     if backend is None:
         raise NpuboxError(f"tokenizer directory {directory}: expected tokenizer.json or a fast (Rust) tokenizer")
-    return backend
+    return backend, hf

@@ -22,6 +22,12 @@ SUBDIRS = ("models", "data", "checkpoints", "eval", "logs")  # made when a works
 DATASET = "sample"  # the prefix preprocess writes under data/<model>/ unless told otherwise
 
 
+def host_default() -> Path:
+    """The host folder `invoke run` mounts as the workspace unless told otherwise: $NPUBOX_HOST_WORKSPACE, else
+    ./workspace (relative to the current directory)."""
+    return Path(os.environ.get("NPUBOX_HOST_WORKSPACE", "workspace"))
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path

@@ -18,10 +18,11 @@ from llm.env.labels import REPO_ROOT
 from llm.env.site import Site
 from llm.env.spec import LoadedSpec, env_names, load_spec
 from llm.errors import NpuboxError
+from llm.workspace import host_default
 
 # What `invoke run --phase` accepts: the container's phases (llm/__main__.py) that take --model.
 PHASES = tuple(p for p in LLM_PHASES if p != "recipe")
-DEFAULT_WORKSPACE = Path(os.environ.get("NPUBOX_HOST_WORKSPACE", "workspace"))
+DEFAULT_WORKSPACE = host_default()
 
 
 def resolve(env: str, twin: str | None = None, arch: str | None = None) -> LoadedSpec:

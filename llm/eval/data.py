@@ -92,25 +92,26 @@ def _select(available: dict[str, Path], subjects: list[str] | None, where: Path,
     return {s: available[s] for s in subjects}
 
 
+def _row_problem(fields: list[str]) -> str | None:
+    """Why question, A, B, C, D, answer cannot be used (MALFORMED or BAD_ANSWER), or None."""
+    if len(fields) != 6 or not fields[0].strip() or any(not c.strip() for c in fields[1:5]):
+        return MALFORMED
+    if fields[5].strip() not in LETTERS:
+        return BAD_ANSWER
+    return None
+
+
 def _choice_row(subject: str, row: list[str], where: str, problems: Problems) -> Example | None:
     """question, A, B, C, D, answer -> Example (or None, counted)."""
-    if len(row) != 6 or not row[0].strip() or any(not c.strip() for c in row[1:5]):
-        problems.add(MALFORMED, where)
+    problem = _row_problem(row)
+    if problem:
+        problems.add(problem, where)
         return None
-    answer = row[5].strip()
-    if answer not in LETTERS:
-        problems.add(BAD_ANSWER, where)
-        return None
-    return Example(subject, row[0], tuple(row[1:5]), LETTERS.index(answer), where)
+    return Example(subject, row[0], tuple(row[1:5]), LETTERS.index(row[5].strip()), where)
 
 
 def _usable(row: list[str], index: list[int], width: int) -> bool:
-    return (
-        len(row) == width
-        and bool(row[index[0]].strip())
-        and all(row[i].strip() for i in index[1:5])
-        and row[index[5]].strip() in LETTERS
-    )
+    return len(row) == width and _row_problem([row[i] for i in index]) is None
 
 
 def _parse_line(line: str) -> list[str]:
@@ -158,16 +159,25 @@ def _lines(path: Path) -> list[str]:
         return f.readlines()
 
 
-def _read_headerless(path: Path, subject: str, problems: Problems) -> list[Example]:
+def _read_choice_rows(
+    path: Path, lines: list[str], index: list[int], width: int, offset: int, subject: str, problems: Problems
+) -> list[Example]:
+    """The rows of ``lines`` (``width`` fields; question, A, B, C, D, answer at ``index``), which start on
+    line ``offset`` + 1 of ``path``, as Examples; the rest counted."""
     out = []
-    for line, row in _rows(_lines(path), list(range(6)), 6):
-        if row is None:
-            problems.add(MALFORMED, f"{path}:{line}")
+    for line, row in _rows(lines, index, width):
+        where = f"{path}:{offset + line}"
+        if row is None or len(row) != width:
+            problems.add(MALFORMED, where)
             continue
-        example = _choice_row(subject, row, f"{path}:{line}", problems)
+        example = _choice_row(subject, [row[i] for i in index], where, problems)
         if example:
             out.append(example)
     return out
+
+
+def _read_headerless(path: Path, subject: str, problems: Problems) -> list[Example]:
+    return _read_choice_rows(path, _lines(path), list(range(6)), 6, 0, subject, problems)
 
 
 def _read_with_header(path: Path, subject: str, problems: Problems) -> list[Example]:
@@ -181,16 +191,7 @@ def _read_with_header(path: Path, subject: str, problems: Problems) -> list[Exam
             f"expected C-Eval's header with columns {','.join(CEVAL_COLUMNS)} (id and explanation optional)"
         )
     index = [header.index(c) for c in CEVAL_COLUMNS]
-    out = []
-    for line, row in _rows(lines[first + 1 :], index, len(header)):
-        where = f"{path}:{first + 1 + line}"
-        if row is None or len(row) != len(header):
-            problems.add(MALFORMED, where)
-            continue
-        example = _choice_row(subject, [row[i] for i in index], where, problems)
-        if example:
-            out.append(example)
-    return out
+    return _read_choice_rows(path, lines[first + 1 :], index, len(header), first + 1, subject, problems)
 
 
 def _take_shots(dev: list[Example], shots: int, path: Path, problems: Problems) -> list[Example]:

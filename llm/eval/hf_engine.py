@@ -34,12 +34,6 @@ class HFEngine:
         self._prefix: tuple[int, ...] = ()
         self._prefix_cache = None
 
-    def score_next_token(
-        self, prompts: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]]
-    ) -> list[list[float]]:
-        reads = [[(len(p) - 1, c)] for p, c in zip(prompts, candidates)]
-        return [values[0] for values in self.score_rows((), prompts, reads)]
-
     def score_rows(
         self, shared: Sequence[int], rows: Sequence[Sequence[int]], reads: Sequence[Sequence[tuple[int, Sequence[int]]]]
     ) -> list[list[list[float]]]:

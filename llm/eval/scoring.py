@@ -21,14 +21,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-class Engine(Protocol):
-    """What the scorer needs from a model. ``max_length`` is its context window in tokens.
-
-    An engine may also offer ``score_rows(shared, rows, reads)``: the rows are token ids that
-    follow ``shared`` (a prefix common to all of them, possibly empty, that it may run once), and
-    for each row, reads is a list of (position, candidates): log P(next token = c) after the row's
-    tokens up to that position, for each c. Then prefixes share rows and a subject's start runs once.
-    """
+class NextTokenEngine(Protocol):
+    """A model that reads each row's last position. ``max_length`` is its context window in tokens."""
 
     max_length: int
 
@@ -37,6 +31,26 @@ class Engine(Protocol):
     ) -> list[list[float]]:
         """For each prompt (token ids), log P(next token = c) for each c in its candidates."""
         ...
+
+
+class RowsEngine(Protocol):
+    """A model that reads several positions of a row after a shared prefix. ``max_length`` is its context
+    window in tokens. When an engine has ``score_rows``, the scorer calls only that: prefixes share rows and
+    a subject's start runs once."""
+
+    max_length: int
+
+    def score_rows(
+        self, shared: Sequence[int], rows: Sequence[Sequence[int]], reads: Sequence[Sequence[tuple[int, Sequence[int]]]]
+    ) -> list[list[list[float]]]:
+        """The rows are token ids that follow ``shared`` (a prefix common to all of them, possibly empty,
+        that it may run once), and for each row, reads is a list of (position, candidates): log P(next
+        token = c) after the row's tokens up to that position, for each c."""
+        ...
+
+
+# What the scorer needs from a model: one of the two.
+Engine = NextTokenEngine | RowsEngine
 
 
 @dataclass(frozen=True)
@@ -89,8 +103,8 @@ def _rows_of(req: Request) -> list[tuple[int, ...]]:
     return kept
 
 
-def _run(engine, shared, rows, reads) -> list[list[list[float]]]:
-    if hasattr(engine, "score_rows"):
+def _run(engine, rich: bool, shared, rows, reads) -> list[list[list[float]]]:
+    if rich:
         return engine.score_rows(shared, rows, reads)
     # rows are the prefixes themselves: one read, at the last position
     return [[values] for values in engine.score_next_token(rows, [r[0][1] for r in reads])]
@@ -138,15 +152,17 @@ def score(
         for start in range(0, len(members), batch_size):
             batch = members[start : start + batch_size]
             passed = [r[len(shared) :] if shared else r[-engine.max_length :] for r in batch]
+            # (prefix length, its candidate tokens, sorted) for each prefix read off each row
+            row_reads = [[(end, sorted(tokens)) for end, tokens in sorted(reads[r].items())] for r in batch]
             # (position in the row as passed, candidate tokens) for each prefix read off the row
             wanted = [
-                [(end - 1 - (len(r) - len(x)), sorted(tokens)) for end, tokens in sorted(reads[r].items())]
-                for r, x in zip(batch, passed)
+                [(end - 1 - (len(r) - len(x)), tokens) for end, tokens in rr]
+                for r, x, rr in zip(batch, passed, row_reads)
             ]
-            values = _run(engine, shared, passed, wanted)
-            for r, row_values in zip(batch, values):
-                for (end, tokens), vals in zip(sorted(reads[r].items()), row_values):
-                    for token, value in zip(sorted(tokens), vals):
+            values = _run(engine, rich, shared, passed, wanted)
+            for r, rr, row_values in zip(batch, row_reads, values):
+                for (end, tokens), vals in zip(rr, row_values):
+                    for token, value in zip(tokens, vals):
                         logprob[(r[:end], token)] = value
             if on_batch:
                 on_batch(len(batch))

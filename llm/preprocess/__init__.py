@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from llm.errors import NpuboxError
+from llm.preprocess.readers import MAX_DOCUMENT_BYTES
 from llm.target_lock import lock_target
 
 HANDLERS = ("pretrain", "alpaca", "sharegpt")
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-document-mb",
         type=float,
-        default=16,
+        default=MAX_DOCUMENT_BYTES >> 20,
         help="skip (and count) a document larger than this: tokenizing one takes about 150 times its size in memory",
     )
     p.add_argument("--strict", action="store_true", help="a bad row is an error instead of being skipped")
