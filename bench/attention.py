@@ -12,7 +12,6 @@ passes after ``--warmup`` ones, and the largest |Δ| between the two outputs.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -43,8 +42,6 @@ def main(argv=None) -> int:
     from llm.accel import detect
 
     accel = detect()
-    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29556")
     import torch
     import torch.nn.functional as F
     from megatron.core.transformer import TransformerConfig

@@ -11,8 +11,8 @@ after the other (``--rounds`` times, alternating, so that load on a shared machi
 
 - ``llm pretrain``: the real phase (``python -m llm pretrain``'s entry point, in a child process);
   per-step times (optimizer step, logging, LR schedule, loss reduction included) from its JSONL.
-- ``bare megatron-core``: what a user writes with megatron-core alone: TransformerConfig, GPTModel
-  (the local spec with the same core attention, :mod:`llm.sdpa_attention`), DDP,
+- ``bare megatron-core``: llm pretrain's GPTModel (:func:`llm.model.build_gpt_model`: the local
+  spec, the same core attention) in what a user writes with megatron-core alone: DDP,
   ``get_megatron_optimizer``, ``get_forward_backward_func``, ``optimizer.step()`` in a loop, timed
   around the same region; on CPU with llm.accel's shims, installed before the loop.
 - ``transformers eager`` / ``transformers compiled``: the recipe's transformers model
@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -104,12 +103,6 @@ def write_dataset(prefix: Path, vocab: int, tokens: int) -> None:
     builder.finalize(f"{prefix}.idx")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def peak_memory(accel) -> float:
     """Bytes: the device's peak allocation, or (CPU) this process's peak resident set."""
     import torch
@@ -163,70 +156,34 @@ def llm_side(args, accel) -> list[float]:
 
 
 def bare_side(args, accel) -> list[float]:
-    """The megatron-core loop, written out: no llm.model, no llm.pretrain."""
+    """The megatron-core loop, written out around llm.model's GPTModel: no llm.pretrain."""
     import torch
     import torch.distributed as torch_dist
-    import torch.nn.functional as F
     from megatron.core import parallel_state
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
-    from megatron.core.models.gpt import GPTModel
-    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
     from megatron.core.pipeline_parallel import get_forward_backward_func
-    from megatron.core.transformer import TransformerConfig
     from torch.utils.data import default_collate
 
     from llm.compat import build_gpt_dataset
-    from llm.fusions import config_overrides, parse_fusions, set_fused_adam
+    from llm.distributed import free_port
+    from llm.fusions import parse_fusions, set_fused_adam
+    from llm.model import build_gpt_model
     from llm.recipes import load_recipe
-    from llm.sdpa_attention import with_core_attention
 
-    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     accel.set_device(0)
     torch_dist.init_process_group(backend=accel.backend, rank=0, world_size=1)
     parallel_state.initialize_model_parallel(1, 1)
     accel.model_parallel_seed(42)
-    a = load_recipe(args.model).architecture
+    recipe = load_recipe(args.model)
+    a = recipe.architecture
     fusions = parse_fusions(args.fusions)
     dtype = torch.bfloat16 if args.bf16 else torch.float32
-    fields = dict(
-        num_layers=a.num_layers,
-        hidden_size=a.hidden_size,
-        ffn_hidden_size=a.ffn_hidden_size,
-        num_attention_heads=a.num_attention_heads,
-        num_query_groups=a.num_query_groups,
-        kv_channels=a.head_dim,
-        normalization="RMSNorm",
-        layernorm_epsilon=a.norm_epsilon,
-        gated_linear_unit=True,
-        activation_func=F.silu,
-        add_bias_linear=False,
-        add_qkv_bias=a.add_qkv_bias,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        init_method_std=0.01,
-        params_dtype=dtype,
-        pipeline_dtype=dtype,
-        bf16=args.bf16,
-        use_cpu_initialization=accel.kind == "cpu",
-        bias_activation_fusion=False,
-        masked_softmax_fusion=False,
-        persist_layer_norm=False,
-        bias_dropout_fusion=False,
-        apply_rope_fusion=False,
-        gradient_accumulation_fusion=False,
+    model = build_gpt_model(
+        recipe, dtype=dtype, seq_length=args.seq_length, accel=accel, attention=args.attention, fusions=fusions
     )
-    config = TransformerConfig(**{**fields, **config_overrides(fusions, args.bf16)})
-    spec = with_core_attention(get_gpt_layer_local_spec(normalization="RMSNorm"), args.attention or accel.attention)
-    model = GPTModel(
-        config,
-        spec,
-        a.padded_vocab_size(1),
-        args.seq_length,
-        share_embeddings_and_output_weights=a.tie_embeddings,
-        position_embedding_type="rope",
-        rotary_base=int(a.rotary_base),
-    ).to(dtype)
+    config = model.config
     if "compile" in fusions:
         model.compile()
     ddp = DistributedDataParallel(

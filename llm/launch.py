@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def phase_args(ns: argparse.Namespace) -> list[str]:
+    """The phase's arguments, without the ``--`` that may separate them from the launch options."""
+    return ns.phase_args[1:] if ns.phase_args[:1] == ["--"] else ns.phase_args
+
+
 def plan(ns: argparse.Namespace, devices_found: int, worker: list[str] | None = None) -> LaunchPlan:
     """torchrun's arguments and the workers' environment. ``worker``: what each process runs (default:
     ``-m llm <phase> <phase args>``; the mindspeed-llm engine gives its ``pretrain_gpt.py`` and flags)."""
@@ -114,8 +119,7 @@ def plan(ns: argparse.Namespace, devices_found: int, worker: list[str] | None = 
         args += [f"--node-rank={ns.node_rank}", f"--master-addr={ns.master_addr}", f"--master-port={port}"]
     if ns.log_dir:
         args += [f"--log-dir={ns.log_dir}", "--redirects=3", "--tee=3"]
-    phase_args = ns.phase_args[1:] if ns.phase_args[:1] == ["--"] else ns.phase_args
-    args += worker or ["-m", "llm", ns.phase, *phase_args]
+    args += worker or ["-m", "llm", ns.phase, *phase_args(ns)]
 
     env = {k: v for k, v in DEFAULT_ENV.items() if k not in os.environ}
     env["NPUBOX_HEARTBEAT_TIMEOUT"] = str(ns.heartbeat_timeout)
@@ -144,7 +148,7 @@ def main(argv: list[str]) -> int:
     if ns.phase == "pretrain":
         from llm.pretrain import split_engine
 
-        engine, rest = split_engine(ns.phase_args[1:] if ns.phase_args[:1] == ["--"] else ns.phase_args)
+        engine, rest = split_engine(phase_args(ns))
         if engine == "mindspeed-llm":  # torchrun runs the stack's own pretrain_gpt.py
             from llm.pretrain.mindspeed_run import main as engine_main
 

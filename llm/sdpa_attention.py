@@ -14,6 +14,7 @@ Import this module only after :func:`llm.accel.detect` (it imports megatron.core
 
 from __future__ import annotations
 
+import contextlib
 from typing import Literal
 
 import torch
@@ -77,10 +78,10 @@ class SdpaAttention(DotProductAttention):
             else:
                 k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         p = self.attention_dropout.p if self.training else 0.0
+        rng = contextlib.nullcontext()
         if p > 0.0 and not self.config.sequence_parallel:  # as the parent: TP ranks drop different heads
-            with tensor_parallel.get_cuda_rng_tracker().fork():
-                out = F.scaled_dot_product_attention(q, k, v, mask, p, causal, scale=self.sdpa_scale, **gqa)
-        else:
+            rng = tensor_parallel.get_cuda_rng_tracker().fork()
+        with rng:
             out = F.scaled_dot_product_attention(q, k, v, mask, p, causal, scale=self.sdpa_scale, **gqa)
         # [b, n, s, d] -> [s, b, n * d]
         return out.permute(2, 0, 1, 3).reshape(sq, b, self.hidden_size_per_partition)

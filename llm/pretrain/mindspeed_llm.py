@@ -316,16 +316,6 @@ def check_load_layout(load: str, stack: Stack, script: ExampleScript, model: str
         )
 
 
-def holds_mcore_model(load_dir: str) -> bool:
-    """Whether a Megatron checkpoint holds a megatron-core model (``decoder.layers...``), not a legacy one
-    (``language_model.encoder.layers...``); False for what is not a whole checkpoint (Megatron's loader says what is
-    wrong with it)."""
-    from llm.convert.mcore import checkpoint_layout
-
-    layout = checkpoint_layout(load_dir)
-    return layout is not None and layout.name == "mcore"
-
-
 def num(x: float | int) -> str:
     """A number as a flag value: integral values without a decimal point (1000000, not 1000000.0)."""
     if isinstance(x, float) and x.is_integer() and abs(x) < 1e15:
@@ -404,11 +394,15 @@ def split_flags(tokens: list[str]) -> list[Flag]:
 class Composed:
     groups: list[tuple[str, list[Flag]]]  # pretrain_gpt.py's flags, grouped as the scripts group them
     env: dict[str, str]  # the script's exports
-    world_layout: int  # tp × pp × cp: the world size must be a multiple of it
 
     @property
     def argv(self) -> list[str]:
         return [token for _, flags in self.groups for name, values in flags for token in (name, *values)]
+
+    @property
+    def flags(self) -> dict[str, tuple[str, ...]]:
+        """Each flag's values by its name."""
+        return dict(f for _, flags in self.groups for f in flags)
 
 
 def compose(
@@ -505,7 +499,8 @@ def compose(
     if twice:
         raise NpuboxError(f"flag(s) {', '.join(twice)} given twice in the extra Megatron arguments")
 
-    final = dict(f for _, flags in groups for f in flags)
+    composed = Composed(groups, dict(script.env))
+    final = composed.flags
     cp = int(final.get("--context-parallel-size", ("1",))[0])
     layers = final.get("--num-layer-list")
     if layers and len(layers[0].split(",")) != cfg.pp:
@@ -527,4 +522,4 @@ def compose(
             f"--global-batch-size {cfg.global_batch_size} is not a multiple of --micro-batch-size "
             f"{cfg.micro_batch_size} × data-parallel size {dp} (world {world_size} / {layout})"
         )
-    return Composed(groups, dict(script.env), layout)
+    return composed

@@ -21,12 +21,12 @@ import os
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from llm.errors import NpuboxError
 from llm.pretrain.megatron_log import parse_line
-from llm.pretrain.metrics import StepMetrics, flops_per_step
+from llm.pretrain.metrics import StepMetrics, flops_per_step, step_metrics
 from llm.pretrain.mindspeed_llm import (
     Composed,
     ExampleScript,
@@ -101,6 +101,14 @@ def world_size(launch_ns: argparse.Namespace, nproc: int) -> int:
         raise NpuboxError(f"--nnodes {launch_ns.nnodes!r}: expected a number or MIN:MAX") from None
 
 
+def split_extra(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(the arguments before ``--``, the Megatron flags after it)."""
+    if "--" in argv:
+        cut = argv.index("--")
+        return argv[:cut], argv[cut + 1 :]
+    return argv, []
+
+
 def make_plan(
     argv: list[str], launch_ns: argparse.Namespace | None = None, devices: int = 0, workspace=None
 ) -> tuple[EnginePlan, argparse.Namespace]:
@@ -112,12 +120,8 @@ def make_plan(
     from llm.runtime_report import load_baked
     from llm.workspace import Workspace
 
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1 :]
-    else:
-        extra = []
-    opts, rest = engine_parser().parse_known_args(argv)
+    own, extra = split_extra(argv)
+    opts, rest = engine_parser().parse_known_args(own)
     ws = workspace or Workspace.from_env()
     cfg = config_from_args(build_parser().parse_args(rest), ws)
     given = given_fields(rest)
@@ -166,17 +170,21 @@ def render(plan: EnginePlan) -> str:
 def metrics_of(log, plan: EnginePlan, peak_tflops: float | None, flops: float) -> EngineStepMetrics | None:
     if log.loss is None or not log.elapsed_ms:
         return None
-    step_s = log.elapsed_ms / 1000
     gbs = log.global_batch_size or plan.cfg.global_batch_size
-    return EngineStepMetrics(
+    common = step_metrics(
         iteration=log.iteration,
         loss=log.loss,
         lr=log.learning_rate,
         grad_norm=log.grad_norm,
-        step_time_s=step_s,
-        tokens_per_s_per_device=gbs * plan.cfg.seq_length / step_s / plan.world_size,
-        mfu=flops / (step_s * plan.world_size * peak_tflops * 1e12) if peak_tflops else None,
+        step_time_s=log.elapsed_ms / 1000,
+        tokens_per_step=gbs * plan.cfg.seq_length,
+        flops=flops,
+        world_size=plan.world_size,
+        peak_tflops=peak_tflops,
         consumed_samples=log.consumed_samples or 0,
+    )
+    return EngineStepMetrics(
+        **asdict(common),
         tflops_per_device=log.tflops_per_device,
         loss_scale=log.loss_scale,
         skipped_iterations=log.skipped_iterations,
@@ -200,15 +208,15 @@ def stream(lines, plan: EnginePlan, peak_tflops: float | None, metrics_log) -> i
 
 
 def main(argv: list[str], launch_ns: argparse.Namespace | None = None) -> int:
-    if {"-h", "--help"} & set(argv[: argv.index("--")] if "--" in argv else argv):
+    own, _ = split_extra(argv)
+    if {"-h", "--help"} & set(own):
         print(engine_parser().format_help().replace("usage: ", "the mindspeed-llm engine's own options: ", 1))
     if launch_ns is None and "LOCAL_RANK" in os.environ:
         raise NpuboxError(
             "the mindspeed-llm engine starts torchrun itself: run `python -m llm pretrain` (or `llm launch "
             "pretrain`) once per node, not under torchrun"
         )
-    dry_run = engine_parser().parse_known_args(argv[: argv.index("--")] if "--" in argv else argv)[0].dry_run
-    dry_run = dry_run or bool(launch_ns is not None and launch_ns.dry_run)
+    dry_run = engine_parser().parse_known_args(own)[0].dry_run or bool(launch_ns is not None and launch_ns.dry_run)
     accel = None
     devices = launch_ns.nproc if launch_ns is not None and launch_ns.nproc else 0
     if not devices or not dry_run:  # this node's devices (torch_npu on Ascend), and their peak for MFU
@@ -228,7 +236,7 @@ def main(argv: list[str], launch_ns: argparse.Namespace | None = None) -> int:
 
     from llm.pretrain.metrics import MetricsLog
 
-    train_iters = int(dict(f for _, flags in plan.composed.groups for f in flags)["--train-iters"][0])
+    train_iters = int(plan.composed.flags["--train-iters"][0])
     log = MetricsLog(plan.cfg.metrics_path, train_iters, 0, plan.cfg.log_interval, plan.cfg.progress)
     proc = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", *plan.torchrun_args],

@@ -342,18 +342,19 @@ def test_a_legacy_model_script_refuses_a_megatron_core_checkpoint(tmp_path):
     import torch
 
     from llm import checkpoint
+    from llm.convert.mcore import checkpoint_layout
     from llm.pretrain import mindspeed_llm
 
     legacy = tmp_path / "legacy"
     checkpoint.save_rank(legacy, 1, 0, 0, 1, {"model": {"language_model.encoder.final_norm.weight": torch.ones(2)}})
     checkpoint.write_latest(legacy, 1)
-    assert not mindspeed_llm.holds_mcore_model(str(legacy))
+    assert getattr(checkpoint_layout(str(legacy)), "name", None) != "mcore"
     assert "--use-mcore-models" not in mindspeed_llm.STACKS[ML_RC1].scripts["qwen-7b"].switches
     plan, ws = plan_for(tmp_path / "ok", "qwen-7b", ML_RC1)  # the fixture's checkpoint holds no rank files yet
     converted = ws.checkpoint_dir("qwen-7b", "hf-tp8-pp1")
     for tp_rank in range(8):
         checkpoint.save_rank(converted, 1, tp_rank, 0, 1, {"model": {"decoder.final_layernorm.weight": torch.ones(2)}})
-    assert mindspeed_llm.holds_mcore_model(str(converted))
+    assert getattr(checkpoint_layout(str(converted)), "name", None) == "mcore"
     with pytest.raises(NpuboxError) as e:
         make_plan(["--model", "qwen-7b", "--stack", ML_RC1], launch_ns(1, 0), devices=8, workspace=ws)
     assert "trains Megatron's legacy model, which cannot load it" in str(e.value)
