@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SOURCES  # noqa: F401  (the pinned sources' archives, named by commit)
+
 REPO = Path(__file__).resolve().parents[2]
 INVOKE = [sys.executable, "-m", "invoke"]
-SOURCES = REPO.parent / "shared" / "sources"  # the pinned sources' archives, named by commit
 # The Ascend stack whose CPU twin the twin tests build (README: the other stacks, one command each).
 TWIN_ENV = os.environ.get("NPUBOX_TWIN_ENV", "ascend-mindspeed-llm-2.0.0")
 

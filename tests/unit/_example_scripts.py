@@ -5,7 +5,7 @@ with backslash continuations, ``$NAME`` / ``${NAME}`` expansions, one ``$((...))
 ``torchrun $DISTRIBUTED_ARGS pretrain_gpt.py $GPT_ARGS ... | tee log`` line. ``overrides`` replaces a variable's
 assigned value (what a user edits: ``TP=4``, ``CKPT_LOAD_DIR=...``).
 
-The pinned sources come from ``../shared/sources`` (archives named ``<Name>-<commit>.tar.gz``, one top folder
+The pinned sources come from ``tests.conftest.SOURCES`` (archives named ``<Name>-<commit>.tar.gz``, one top folder
 ``<Name>-<commit>/``), as in CI.
 """
 
@@ -17,8 +17,9 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import SOURCES  # noqa: F401  (where the archives are, for the tests here)
+
 REPO = Path(__file__).resolve().parents[2]
-SOURCES = REPO.parent / "shared" / "sources"
 NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 ASSIGNMENT = re.compile(rf"^(?:export\s+)?({NAME})=(.*)$", re.S)
 EXPANSION = re.compile(rf"\$\{{({NAME})\}}|\$({NAME})")

@@ -122,7 +122,7 @@ def stack_trees(tmp_path_factory):
     for name, commit in (MEGATRON_BCCE6F, MODELLINK_RC1, ASCENDSPEED):
         archive = source_archive(name, commit)
         if not archive.is_file():
-            pytest.skip(f"{archive.name} is not in ../shared/sources")
+            pytest.skip(f"{archive.name} is not in {archive.parent}")
         extract_archive(archive, root)
         trees.append(root / f"{name}-{commit}")
     return trees

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from _example_scripts import SOURCES
 from llm.env import lock
 from llm.env.site import Site
@@ -56,6 +58,7 @@ def test_lock_header_names_the_sources_it_resolved():
     assert loaded.lock_path.read_text().startswith(header)
 
 
+@pytest.mark.sources
 def test_source_requirements_come_from_the_pinned_archive():
     src = next(s for s in load_spec("ascend-mindspeed-llm-2.0.0").spec.sources if s.name == "MindSpeed-LLM")
     text = lock.source_file(src, "requirements.txt", SOURCES)

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from _example_scripts import flag_differences, flag_map, parse_script, read_member, source_archive
+from _example_scripts import SOURCES, flag_differences, flag_map, parse_script, read_member, source_archive
 from _mindspeed_fixtures import ML_MASTER, ML_RC1, V200, V230, V2600, launch_ns, torchrun_options, workspace_for
 from llm.errors import NpuboxError
 from llm.launch import build_parser as launch_parser
@@ -62,7 +62,7 @@ def test_flags_and_torchrun_equal_the_example_script(case, scripts, tmp_path, mo
     commit, model, edits, extra, node_counts = CASES[case]
     if scripts[case] is None:
         pytest.skip(
-            f"{source_archive('MindSpeed-LLM', commit).name} is not in ../shared/sources: the ModelLink "
+            f"{source_archive('MindSpeed-LLM', commit).name} is not in {SOURCES}: the ModelLink "
             "commit whose examples/aquila2 README is the Aquila2 guide is not among the pinned sources"
         )
     recipe = load_recipe(model)
@@ -290,7 +290,7 @@ def test_launch_dry_run_from_the_command_line(tmp_path):
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_reader_reads_each_script_as_bash_does(case, scripts, tmp_path):
     if scripts[case] is None:
-        pytest.skip(f"{source_archive('MindSpeed-LLM', CASES[case][0]).name} is not in ../shared/sources")
+        pytest.skip(f"{source_archive('MindSpeed-LLM', CASES[case][0]).name} is not in {SOURCES}")
     stubbed = tmp_path / "script.sh"  # torchrun prints its arguments one a line; tee passes through
     stubbed.write_text("torchrun() { printf '%s\\n' \"$@\"; }\ntee() { cat; }\n" + scripts[case])
     words = subprocess.run(["bash", str(stubbed)], capture_output=True, text=True, check=True, cwd=tmp_path).stdout

@@ -86,6 +86,7 @@ def test_other_lines_are_not_iterations(line):
         ("a845aa7e12b3a117e24c2352b9e3e60bad2e3a17", "core_v0.12.1"),
     ],
 )
+@pytest.mark.sources
 def test_the_pinned_megatron_prints_these_lines(commit, version, tmp_path):
     """Make the line with the pinned Megatron-LM's own training_log (in a subprocess, its tree first on the path)."""
     extract_archive(source_archive("Megatron-LM", commit), tmp_path)

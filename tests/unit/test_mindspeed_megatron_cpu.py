@@ -174,6 +174,7 @@ def _convert_back(load: Path, save: Path, env: dict) -> subprocess.CompletedProc
 
 
 @pytest.mark.slow
+@pytest.mark.sources
 def test_megatron_pretrain_gpt_trains_from_and_saves_llm_convert_checkpoints(megatron_tree, tmp_path):
     ws = make_workspace(tmp_path / "ws")
     converted, saved, back = ws / "checkpoints/tiny/hf-tp2-pp2", tmp_path / "saved", tmp_path / "back"

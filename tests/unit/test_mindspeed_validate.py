@@ -36,7 +36,7 @@ def stack_tree(root, commit: str) -> str:
     archives = {"MindSpeed-LLM": commit, "Megatron-LM": stack.megatron, "MindSpeed": stack.mindspeed}
     for name, sha in archives.items():
         if not source_archive(name, sha).is_file():
-            pytest.skip(f"{source_archive(name, sha).name} is not in ../shared/sources")
+            pytest.skip(f"{source_archive(name, sha).name} is not in {source_archive(name, sha).parent}")
         if not (root / f"{name}-{sha}").is_dir():
             extract_archive(source_archive(name, sha), root)
     llm_tree = root / f"MindSpeed-LLM-{commit}"

@@ -128,6 +128,7 @@ def _lock_cases():
             yield pytest.param(make_twin(load_spec(env, arch=arch)), id=f"{env}-twin-{arch}")
 
 
+@pytest.mark.sources
 @pytest.mark.parametrize("loaded", list(_lock_cases()))
 def test_lock_covers_the_sources_requirements(loaded):
     """Every requirement of every pinned source's requirements.txt is in the lock at a version it
