@@ -29,7 +29,7 @@ class Step:
 
 
 def plan(model: str, ws: Workspace, train_iters: int) -> list[Step]:
-    from llm.pretrain.mindspeed_llm import image_checkpoint_format
+    from llm.pretrain.mindspeed_llm.scripts import image_checkpoint_format
     from llm.recipes import load_recipe
 
     recipe = load_recipe(model)

@@ -86,6 +86,12 @@ def load_baked() -> dict | None:
     return json.loads(BAKED_SPEC.read_text())
 
 
+def baked_engine() -> str:
+    """The training engine the image's baked spec names (``mcore`` when there is no spec or it names none)."""
+    baked = load_baked()
+    return ((baked or {}).get("spec") or {}).get("engine") or "mcore"
+
+
 def drifts(baked: dict, found: dict, environ: dict[str, str] | None = None) -> list[str]:
     """Every way the running environment differs from the baked spec, one sentence each."""
     out = []

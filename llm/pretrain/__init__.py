@@ -1,33 +1,41 @@
 """`python -m llm pretrain`: train a model on an indexed dataset with the engine the image's spec names.
 
-- ``mcore`` (CPU, CUDA; and wherever no spec is baked): our own loop on megatron-core's GPTModel. One concept per
-  file: ``config`` (flags and their defaults), ``data`` (GPTDataset over our indexed data, micro-batches per
-  data-parallel rank), ``schedule`` (warmup + cosine LR), ``metrics`` (log line, JSONL, MFU, progress bar),
-  ``training_state`` (save/resume a run in Megatron's layout) and ``train`` (the loop).
-- ``mindspeed-llm`` (Ascend stacks): the stack's own MindSpeed-LLM / ModelLink ``pretrain_gpt.py`` under torchrun,
-  with its example script's flags (``mindspeed_llm``), its log lines read into the same metrics (``megatron_log``,
-  ``mindspeed_run``).
+One package per engine, each with ``main(argv, launch_ns=None)`` and ``STARTS_ITS_OWN_WORKERS``:
 
-``--engine mcore|mindspeed-llm`` overrides the spec. Importing this package does not import torch.
+- ``mcore`` (CPU, CUDA; and wherever no spec is baked): our own loop on megatron-core's GPTModel
+  (:mod:`llm.pretrain.mcore`); ``llm launch`` starts one worker per device, each running it.
+- ``mindspeed-llm`` (Ascend PyTorch stacks): the stack's own MindSpeed-LLM / ModelLink ``pretrain_gpt.py`` under
+  torchrun, with its example script's flags (:mod:`llm.pretrain.mindspeed_llm`).
+- ``mindformers`` (Ascend MindSpore stacks): the stack's own MindFormers trainer under msrun
+  (:mod:`llm.pretrain.mindformers`).
+
+What the engines share: ``config`` (the flags and their recipe defaults) and ``metrics`` (log line, JSONL, MFU,
+progress bar). ``--engine NAME`` overrides the spec. Importing this package does not import torch.
 """
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 from llm.errors import NpuboxError
 
-ENGINES = ("mcore", "mindspeed-llm")
+ENGINES = {
+    "mcore": "llm.pretrain.mcore",
+    "mindspeed-llm": "llm.pretrain.mindspeed_llm",
+    "mindformers": "llm.pretrain.mindformers",
+}
 
 
-def baked_engine() -> str:
-    """The engine the image's baked spec names (``mcore`` when there is no spec or it names none)."""
-    from llm.runtime_report import load_baked
-
-    baked = load_baked()
-    return ((baked or {}).get("spec") or {}).get("engine") or "mcore"
+def engine_module(engine: str) -> ModuleType:
+    """The package that implements ``engine`` (a name of :data:`ENGINES`)."""
+    return importlib.import_module(ENGINES[engine])
 
 
 def split_engine(argv: list[str]) -> tuple[str, list[str]]:
     """(engine, the other arguments): ``--engine X`` / ``--engine=X`` if given, else the baked spec's."""
+    from llm.runtime_report import baked_engine
+
     rest, engine = [], None
     i = 0
     while i < len(argv):
@@ -55,10 +63,4 @@ def split_engine(argv: list[str]) -> tuple[str, list[str]]:
 
 def main(argv: list[str]) -> int:
     engine, rest = split_engine(argv)
-    if engine == "mindspeed-llm":
-        from llm.pretrain.mindspeed_run import main as engine_main
-
-        return engine_main(rest)
-    from llm.pretrain.train import main as train_main
-
-    return train_main(rest)
+    return engine_module(engine).main(rest)

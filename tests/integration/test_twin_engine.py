@@ -15,7 +15,7 @@ import pytest
 
 from llm.env import commands, container
 from llm.env.twin import make_twin
-from llm.pretrain.mindspeed_llm import stack_from_spec
+from llm.pretrain.mindspeed_llm.scripts import stack_from_spec
 
 from .conftest import REPO, SOURCES, TWIN_ENV
 
@@ -61,7 +61,7 @@ def test_engine_flags_validate_with_the_stacks_own_megatron(twin_image, workspac
     check = [
         "python",
         "-m",
-        "llm.pretrain.megatron_validate",
+        "llm.pretrain.mindspeed_llm.megatron_validate",
         "--stack",
         commit,
         "--model",

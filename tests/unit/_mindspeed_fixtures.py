@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from _pretrain_fixtures import write_dataset
 from llm.checkpoint import TRACKER_FILE
-from llm.launch import build_parser as launch_parser
+from llm.torchrun import build_parser as launch_parser
 from llm.workspace import Workspace
 
 V200, V230, V2600 = (

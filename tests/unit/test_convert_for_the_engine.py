@@ -11,7 +11,7 @@ import pytest
 from _mindspeed_fixtures import ML_RC1, V200, launch_ns, workspace_for
 from llm import checkpoint
 from llm.errors import NpuboxError
-from llm.pretrain.mindspeed_run import make_plan
+from llm.pretrain.mindspeed_llm.run import make_plan
 
 torch = pytest.importorskip("torch")
 

@@ -139,7 +139,7 @@ RUN_FLAGS = (
 def legacy_flags(model: str, load, save) -> list[str]:
     """pretrain_gpt.py's flags for ``model`` as the engine composes them for ModelLink v1.0.RC1.0's qwen-7b script
     (its model-shape flags from the recipe, the script's switches), at TP2 PP2, starting from ``load``."""
-    from llm.pretrain.mindspeed_llm import QWEN_7B, model_flags
+    from llm.pretrain.mindspeed_llm.scripts import QWEN_7B, model_flags
 
     script = replace(QWEN_7B, differs={})  # the recipe's shape as it is
     shape = [token for name, values in model_flags(load_recipe(model), 2, 32, script) for token in (name, *values)]

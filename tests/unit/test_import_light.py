@@ -25,6 +25,8 @@ HOST_MODULES = [
     "llm.manifest",
     "llm.pretrain",
     "llm.pretrain.mindspeed_llm",
+    "llm.pretrain.mindspeed_llm.scripts",
+    "llm.pretrain.mcore",
     "llm.recipes",
     "llm.recipes.cli",
     "llm.recipes.hfconfig",

@@ -13,7 +13,7 @@ import pytest
 
 from _pretrain_fixtures import finish, free_port, launch_argv, losses, start, write_dataset
 from llm.errors import NpuboxError
-from llm.launch import build_parser, plan
+from llm.torchrun import build_parser, plan
 
 
 def planned(*argv: str, devices: int = 0):

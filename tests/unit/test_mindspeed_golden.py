@@ -14,10 +14,10 @@ import pytest
 from _example_scripts import SOURCES, flag_differences, flag_map, parse_script, read_member, source_archive
 from _mindspeed_fixtures import ML_MASTER, ML_RC1, V200, V230, V2600, launch_ns, torchrun_options, workspace_for
 from llm.errors import NpuboxError
-from llm.launch import build_parser as launch_parser
-from llm.pretrain.mindspeed_llm import STACKS
-from llm.pretrain.mindspeed_run import make_plan, render
+from llm.pretrain.mindspeed_llm.run import make_plan, render
+from llm.pretrain.mindspeed_llm.scripts import STACKS
 from llm.recipes import load_recipe
+from llm.torchrun import build_parser as launch_parser
 
 # (stack commit, model, what the user edits in the script, our extra arguments, nodes to launch)
 CASES = {
@@ -345,7 +345,7 @@ def test_a_legacy_model_script_refuses_a_megatron_core_checkpoint(tmp_path):
 
     from llm import checkpoint
     from llm.convert.mcore import checkpoint_layout
-    from llm.pretrain import mindspeed_llm
+    from llm.pretrain.mindspeed_llm import scripts as mindspeed_llm
 
     legacy = tmp_path / "legacy"
     checkpoint.save_rank(legacy, 1, 0, 0, 1, {"model": {"language_model.encoder.final_norm.weight": torch.ones(2)}})

@@ -11,7 +11,7 @@ import pytest
 
 from _example_scripts import extract_archive, source_archive
 from _pretrain_fixtures import REPO, env_for, free_port, write_dataset
-from llm.pretrain.megatron_log import parse_line
+from llm.pretrain.mindspeed_llm.megatron_log import parse_line
 
 # The line each version prints, copied from the version's own training_log with the values below (the date and the
 # time per iteration are the run's); the first two are what test_the_pinned_megatron_prints_these_lines makes.

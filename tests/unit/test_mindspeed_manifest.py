@@ -12,10 +12,10 @@ import yaml
 
 from _example_scripts import flag_map
 from _mindspeed_fixtures import V200, torchrun_options, workspace_for
-from llm.launch import build_parser as launch_parser
 from llm.manifest import render_manifest
 from llm.pretrain import split_engine
-from llm.pretrain.mindspeed_run import make_plan
+from llm.pretrain.mindspeed_llm.run import make_plan
+from llm.torchrun import build_parser as launch_parser
 
 IMAGE = "npubox/ascend-mindspeed-llm-2.0.0:0.1.0-0123456789ab"
 

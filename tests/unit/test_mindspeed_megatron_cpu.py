@@ -22,7 +22,7 @@ import pytest
 from _convert_fixtures import read_safetensors_dir
 from _example_scripts import extract_archive, source_archive
 from _pretrain_fixtures import REPO, env_for, free_port, make_workspace
-from llm.pretrain.megatron_log import parse_line
+from llm.pretrain.mindspeed_llm.megatron_log import parse_line
 from llm.recipes import load_recipe
 
 CORE_V0_12_1 = "a845aa7e12b3a117e24c2352b9e3e60bad2e3a17"

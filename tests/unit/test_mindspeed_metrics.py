@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from llm.pretrain.megatron_log import parse_line
-from llm.pretrain.mindspeed_run import EngineStepMetrics, metrics_of
+from llm.pretrain.mindspeed_llm.megatron_log import parse_line
+from llm.pretrain.mindspeed_llm.run import EngineStepMetrics, metrics_of
 
 # MindSpeed-LLM 2.3.0's training_log line (as in test_mindspeed_log.py), with global batch size 64 and 2 s a step
 LINE = (

@@ -3,9 +3,9 @@ MindSpeed-LLM / ModelLink argument decorators), for 8 devices per node; a flag t
 
 Each case builds the stack's source tree from ../shared/sources as the images do (Megatron-LM's megatron/ copied into
 MindSpeed-LLM / ModelLink, MindSpeed or AscendSpeed beside it on the path) and runs
-``python -m llm.pretrain.megatron_validate`` on it. Where this environment lacks a package that the stack's
-Megatron needs (the host venv has no pkg_resources, six, scipy: the CPU twins have them), the case is skipped naming
-it; in a twin it runs."""
+``python -m llm.pretrain.mindspeed_llm.megatron_validate`` on it. Where this environment lacks a package that the
+stack's Megatron needs (the host venv has no pkg_resources, six, scipy: the CPU twins have them), the case is skipped
+naming it; in a twin it runs."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 from _example_scripts import extract_archive, source_archive
 from _mindspeed_fixtures import ML_MASTER, ML_RC1, V200, V230, V2600
 from _pretrain_fixtures import REPO, env_for
-from llm.pretrain.mindspeed_llm import STACKS
+from llm.pretrain.mindspeed_llm.scripts import STACKS
 
 CASES = {  # stack, model, nodes of 8 devices
     "2.0.0 qwen25-7b": (V200, "qwen25-7b", 1),
@@ -49,7 +49,7 @@ def validate(root, commit: str, model: str, nnodes: int, *extra: str) -> subproc
     argv = [
         sys.executable,
         "-m",
-        "llm.pretrain.megatron_validate",
+        "llm.pretrain.mindspeed_llm.megatron_validate",
         "--stack",
         commit,
         "--model",

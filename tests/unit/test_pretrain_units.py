@@ -13,7 +13,7 @@ from _pretrain_fixtures import MODEL, REPO, TRAIN_FLAGS, env_for, write_dataset
 from llm.accel import Accelerator
 from llm.errors import NpuboxError
 from llm.pretrain.config import parse_config
-from llm.pretrain.data import sample_indices
+from llm.pretrain.mcore.data import sample_indices
 from llm.pretrain.metrics import flops_per_step, format_line, step_metrics
 from llm.recipes import load_recipe
 from llm.workspace import Workspace
@@ -137,7 +137,7 @@ def test_mfu_uses_the_peak_of_the_device_and_cpu_reports_none():
 
 
 def test_keep_last_prunes_older_iterations(tmp_path):
-    from llm.pretrain.training_state import prune
+    from llm.pretrain.mcore.training_state import prune
 
     for i in (5, 10, 15, 20):
         (tmp_path / f"iter_{i:07d}").mkdir()
@@ -196,7 +196,7 @@ def test_a_kill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path):
     assert state["iteration"] == 2 and {"model", "optimizer", "opt_param_scheduler", "rng_state", "args"} <= set(state)
     # pretrain's own reader takes it as an exact resume point.
     from llm.distributed import DistInfo
-    from llm.pretrain import training_state
+    from llm.pretrain.mcore import training_state
 
     cfg = parse_config([*argv[1:], "--load", str(save)], Workspace(tmp_path))
     loaded = training_state.read(cfg.load, cfg, DistInfo(0, 1, 0, 1, 1, 1, 0, 0, 0))

@@ -13,8 +13,8 @@ from functools import partial
 from llm import heartbeat
 from llm.accel import Accelerator, detect
 from llm.errors import NpuboxError
-from llm.pretrain import training_state
 from llm.pretrain.config import PretrainConfig, parse_config
+from llm.pretrain.mcore import training_state
 
 
 def main(argv: list[str]) -> int:
@@ -79,9 +79,9 @@ def train(cfg: PretrainConfig, accel: Accelerator, dist) -> None:
 
     from llm.fusions import set_fused_adam
     from llm.model import build_gpt_model
-    from llm.pretrain.data import build_train_dataset, micro_batches
+    from llm.pretrain.mcore.data import build_train_dataset, micro_batches
+    from llm.pretrain.mcore.schedule import build_lr_scheduler
     from llm.pretrain.metrics import MetricsLog, flops_per_step, step_metrics
-    from llm.pretrain.schedule import build_lr_scheduler
     from llm.recipes import load_recipe
 
     dp = cfg.check(dist.world_size)

@@ -292,8 +292,7 @@ def checkpoint_format(script: ExampleScript) -> str:
 def image_checkpoint_format(model: str) -> str:
     """The layout `llm pretrain --model M` loads on this image: ``mcore`` for the mcore engine, else what the baked
     stack's script for ``model`` trains."""
-    from llm.pretrain import baked_engine
-    from llm.runtime_report import load_baked
+    from llm.runtime_report import baked_engine, load_baked
 
     if baked_engine() != "mindspeed-llm":
         return "mcore"

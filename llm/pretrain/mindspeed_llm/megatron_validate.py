@@ -1,7 +1,8 @@
 """Check the mindspeed-llm engine's flags with the pinned Megatron-LM's own argument parser and validation.
 
     PYTHONPATH=<MindSpeed-LLM tree with megatron/ copied in>:<MindSpeed tree> \\
-        python -m llm.pretrain.megatron_validate --stack 3a712f58 --model qwen25-7b [--nnodes 1] [overrides] [-- extra]
+        python -m llm.pretrain.mindspeed_llm.megatron_validate --stack 3a712f58 --model qwen25-7b \\
+            [--nnodes 1] [overrides] [-- extra]
 
 Composes the flags as ``llm pretrain`` would for ``--nnodes`` nodes of ``--nproc-per-node`` devices (8), in a
 throw-away workspace, then runs Megatron's ``parse_args`` with ``ignore_unknown_args=False`` and ``validate_args``
@@ -251,10 +252,10 @@ def throwaway_workspace(root: Path, model: str, tp: int, pp: int):
 
 def composed_argv(argv: list[str], nnodes: int, nproc_per_node: int, root: Path):
     """pretrain_gpt.py's flags as the engine composes them (``argv``: pretrain options, ``--stack``, ``-- extra``)."""
-    from llm.launch import build_parser as launch_parser
     from llm.pretrain.config import build_parser
-    from llm.pretrain.mindspeed_run import make_plan
+    from llm.pretrain.mindspeed_llm.run import make_plan
     from llm.recipes import load_recipe
+    from llm.torchrun import build_parser as launch_parser
 
     head = argv[: argv.index("--")] if "--" in argv else argv
     known, _ = build_parser().parse_known_args(head)
@@ -269,7 +270,9 @@ def composed_argv(argv: list[str], nnodes: int, nproc_per_node: int, root: Path)
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(
-        prog="python -m llm.pretrain.megatron_validate", description=__doc__.split("\n\n")[0], allow_abbrev=False
+        prog="python -m llm.pretrain.mindspeed_llm.megatron_validate",
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
     )
     p.add_argument("--nnodes", type=int, default=1)
     p.add_argument("--nproc-per-node", type=int, default=8)

@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from llm.errors import NpuboxError
-from llm.pretrain.megatron_log import parse_line
 from llm.pretrain.metrics import StepMetrics, flops_per_step, step_metrics
-from llm.pretrain.mindspeed_llm import (
+from llm.pretrain.mindspeed_llm.megatron_log import parse_line
+from llm.pretrain.mindspeed_llm.scripts import (
     Composed,
     ExampleScript,
     Stack,
@@ -113,11 +113,11 @@ def make_plan(
     argv: list[str], launch_ns: argparse.Namespace | None = None, devices: int = 0, workspace=None
 ) -> tuple[EnginePlan, argparse.Namespace]:
     """Everything the run needs, checked, before anything starts. ``devices``: devices found on this node."""
-    from llm.launch import build_parser as launch_parser
-    from llm.launch import plan as launch_plan
     from llm.pretrain.config import build_parser, config_from_args
     from llm.recipes import load_recipe
     from llm.runtime_report import load_baked
+    from llm.torchrun import build_parser as launch_parser
+    from llm.torchrun import plan as launch_plan
     from llm.workspace import Workspace
 
     own, extra = split_extra(argv)
