@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -24,9 +25,40 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# Every temporary npubox makes is `.<final name>.npubox-<8 characters of tempfile's alphabet><suffix>`, or, for the
+# folder atomic_dir moves aside, `.<final name>.npubox-old-<pid>`: only a name of exactly that shape is ever removed
+# as a leftover, so a user's `.<name>.my-backup.tmp` is never taken for one.
+MARKER = "npubox-"
+TEMP_SUFFIXES = (".tmp", ".lengths")
+
+
+def leftovers_beside(final: Path) -> list[Path]:
+    """What an interrupted npubox run left beside ``final``: the temporaries :func:`temp_beside` and
+    :func:`atomic_dir` name, and nothing else. Call it holding the target's lock (llm.target_lock), so that no live
+    run owns them."""
+    suffixes = "|".join(re.escape(s) for s in TEMP_SUFFIXES)
+    shape = re.compile(rf"^\.{re.escape(final.name)}\.{MARKER}([a-z0-9_]{{8}}({suffixes})|old-\d+)$")
+    if not final.parent.is_dir():
+        return []
+    return sorted(p for p in final.parent.iterdir() if shape.match(p.name) and not p.is_symlink())
+
+
+def remove_leftovers(final: Path, what: str) -> None:
+    """Remove :func:`leftovers_beside` ``final``, saying so (``what``: the kind of run that left them)."""
+    import sys
+
+    for entry in leftovers_beside(final):
+        print(f"removing {entry} (left by an interrupted {what})", file=sys.stderr)
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
+
+
 def temp_beside(final: Path, suffix: str = ".tmp") -> Path:
-    """A new empty file `.<name>.<random><suffix>` in final's folder (same file system: rename works)."""
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
+    """A new empty file `.<name>.npubox-<random><suffix>` in final's folder (same file system: rename works)."""
+    assert suffix in TEMP_SUFFIXES, suffix
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.{MARKER}", suffix=suffix, dir=final.parent)
     os.close(fd)
     tmp = Path(name)
     tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; the final file gets the usual permissions
@@ -65,7 +97,7 @@ def atomic_dir(final: Path | str) -> Iterator[Path]:
     failure at any point leaves either the old content or the new, never a mix."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{MARKER}", suffix=".tmp", dir=final.parent))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield tmp
@@ -75,7 +107,7 @@ def atomic_dir(final: Path | str) -> Iterator[Path]:
                     os.fsync(f.fileno())
         old = None
         if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            old = final.with_name(f".{final.name}.{MARKER}old-{os.getpid()}")
             os.replace(final, old)
         os.replace(tmp, final)
         fsync_dir(final.parent)

@@ -47,3 +47,14 @@ def lock_target(final: Path, what: str) -> Iterator[Path]:
     finally:
         path.unlink(missing_ok=True)
         os.close(fd)
+
+
+def save_lock(save: str | None, first_process: bool) -> contextlib.AbstractContextManager:
+    """A pretrain run's hold on ``--save``, taken by its first process (global rank 0 / node 0) before any
+    worker writes: a second run into the same checkpoint folder is refused, however many nodes either has.
+    The other processes of the same run do not take it."""
+    if not save or not first_process:
+        return contextlib.nullcontext()
+    final = Path(save)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return lock_target(final, f"--save {final}")

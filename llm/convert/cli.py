@@ -6,13 +6,12 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import re
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from llm.atomic import atomic_dir
+from llm.atomic import atomic_dir, remove_leftovers
 from llm.checkpoint import TRACKER_FILE
 from llm.errors import NpuboxError
 from llm.recipes import load_recipe
@@ -165,16 +164,6 @@ def check_existing(save_dir: Path, dst: str, overwrite: bool) -> None:
             print(f"--overwrite: {save_dir} holds {what}; it is replaced once the new one is complete", file=sys.stderr)
 
 
-def remove_stale_temporaries(save_dir: Path) -> None:
-    """Remove what a killed convert left beside ``save_dir``: ``atomic_dir``'s ``.<name>.<random>.tmp`` and
-    ``.<name>.old-<pid>`` folders. Called with the target's lock held: no live convert owns them."""
-    pattern = re.compile(rf"^\.{re.escape(save_dir.name)}\.([a-z0-9_]+\.tmp|old-\d+)$")
-    for entry in sorted(save_dir.parent.iterdir()):
-        if pattern.match(entry.name) and entry.is_dir() and not entry.is_symlink():
-            print(f"removing {entry} (left by an interrupted convert)", file=sys.stderr)
-            shutil.rmtree(entry)
-
-
 def raise_if_disk_full(error: Exception, save_dir: Path, load_dir: Path) -> None:
     """Turn a write that failed for want of space (atomic_dir has removed the partial copy) into one sentence.
     torch.save reports a full disk as a RuntimeError of its zip writer and safetensors as its own error, so the
@@ -232,7 +221,7 @@ def main(argv: list[str]) -> int:
     check_target(save_dir, load_dir)
     with lock_target(save_dir, f"--save-dir {save_dir}"):  # what is there cannot change while we look and write
         check_existing(save_dir, args.dst, args.overwrite)
-        remove_stale_temporaries(save_dir)
+        remove_leftovers(save_dir, "convert")
         try:
             return write(args, recipe, ws, load_dir, save_dir, tp, pp, stages, layer_list)
         except Exception as e:

@@ -305,7 +305,24 @@ def up(opts: RunOptions, echo: Echo | None = _stderr_echo) -> str:
 
 
 def down(name: str, echo: Echo | None = _stderr_echo) -> bool:
-    proc = docker(["rm", "--force", name], echo=echo, check=False, capture=True)
+    """Stop and remove the container ``name`` if npubox started it (it carries MANAGED_LABEL); False if there is
+    none. Another's container of that name is refused, never removed: the name alone proves nothing."""
+    fmt = f'{{{{.Id}}}} {{{{index .Config.Labels "{MANAGED_LABEL}"}}}}'
+    proc = docker(
+        ["inspect", "--type", "container", "--format", fmt, name],
+        echo=None,
+        check=False,
+        capture=True,
+    )
+    if proc.returncode != 0:
+        return False
+    container_id, _, managed = proc.stdout.strip().partition(" ")
+    if managed != "true":
+        raise NpuboxError(
+            f"the container {name} was not started by npubox (it has no {MANAGED_LABEL}=true label): it was left "
+            f"alone; if it is yours to remove, `docker rm -f {name}`"
+        )
+    proc = docker(["rm", "--force", container_id], echo=echo, check=False, capture=True)  # the id inspected, not a name
     return proc.returncode == 0
 
 

@@ -11,6 +11,7 @@ manifest exists only beside a complete archive. Import checks size and sha256 be
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -18,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from llm.atomic import atomic_path, write_text_atomic
 from llm.digest import sha256_file
 from llm.env.engine import docker, image_exists, inspect_image
-from llm.env.spec import LoadedSpec
+from llm.env.spec import VERSION_RE, LoadedSpec
 from llm.errors import NpuboxError
+from llm.yamlfile import NAME_RE
 
 MANIFEST_SUFFIX = ".manifest.json"
 
@@ -40,6 +42,22 @@ def manifest_path(archive: Path) -> Path:
     return archive.with_name(archive.name.removesuffix(".tar") + MANIFEST_SUFFIX)
 
 
+def archive_name(tag: str, env: str, version: str, spec_hash: str) -> str:
+    """``<env>-<version>-<hash12>.tar`` from the image's labels, each checked first: a label is whatever the
+    image's maker wrote, and a name such as ``../../x`` would put the archive outside ``--output``."""
+    for label, value, ok in (
+        ("npubox.env", env, NAME_RE.fullmatch(env)),
+        ("org.opencontainers.image.version", version, VERSION_RE.fullmatch(version)),
+        ("npubox.spec-hash", spec_hash, re.fullmatch(r"[0-9a-f]{64}", spec_hash)),
+    ):
+        if not ok:
+            raise NpuboxError(
+                f"the image {tag} has the label {label}={value!r}, which is not what npubox writes there "
+                "(an env name, a version, a sha256); it was not built by npubox: nothing was written"
+            )
+    return f"{env}-{version}-{spec_hash[:12]}.tar"
+
+
 def export_image(loaded: LoadedSpec, output: Path, image: str | None = None) -> tuple[Path, Manifest]:
     """`docker save` the env's image (or `image`) into `output`; returns the archive and its manifest."""
     tag = image or loaded.tag
@@ -53,14 +71,15 @@ def export_image(loaded: LoadedSpec, output: Path, image: str | None = None) -> 
     spec_hash = labels.get("npubox.spec-hash")
     if not spec_hash:
         raise NpuboxError(f"the image {tag} has no npubox.spec-hash label: it was not built by npubox from a spec")
+    env = labels.get("npubox.env", loaded.name)
     version = labels.get("org.opencontainers.image.version", loaded.spec.version)
-    archive = Path(output) / f"{labels.get('npubox.env', loaded.name)}-{version}-{spec_hash[:12]}.tar"
+    archive = Path(output) / archive_name(tag, env, version, spec_hash)
     with atomic_path(archive) as tmp:
         docker(
             ["save", "--output", str(tmp), tag], what=f"saving {tag}", hint="check the free space in the output folder"
         )
     manifest = Manifest(
-        env=labels.get("npubox.env", loaded.name),
+        env=env,
         tag=tag,
         image_id=info["Id"],
         spec_hash=spec_hash,

@@ -15,7 +15,6 @@ import argparse
 import errno
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -156,15 +155,15 @@ def _exit_on_sigterm(signum, frame):
 
 def open_writers(prefix: Path, names: list[str], dtype) -> dict:
     """One writer per output dataset ``PREFIX_<name>``, after removing what a killed run left behind."""
-    from llm.preprocess.indexed_writer import IndexedDatasetWriter, stale_temporaries
+    from llm.atomic import remove_leftovers
+    from llm.preprocess.indexed_writer import IndexedDatasetWriter
 
     writers: dict[str, IndexedDatasetWriter] = {}
     try:
         for name in names:
             dataset = prefix.with_name(f"{prefix.name}_{name}")
-            for stale in stale_temporaries(dataset):
-                print(f"removing {stale} (left by an interrupted run)", file=sys.stderr)
-                stale.unlink(missing_ok=True)
+            for final in (dataset.with_name(dataset.name + ".bin"), dataset.with_name(dataset.name + ".idx")):
+                remove_leftovers(final, "run")
             writers[name] = IndexedDatasetWriter(dataset, dtype)
     except OSError as e:
         for w in writers.values():

@@ -10,7 +10,6 @@ the index is produced from it in chunks at the end.
 
 from __future__ import annotations
 
-import glob
 import os
 import struct
 from pathlib import Path
@@ -24,14 +23,6 @@ from llm.indexed_dataset import CHUNK, DTYPE_CODES, INDEX_HEADER, INDEX_VERSION
 def optimal_dtype(vocab_size: int) -> np.dtype:
     """The token dtype Megatron's own preprocessing picks (``DType.optimal_dtype(tokenizer.vocab_size)``)."""
     return np.dtype(np.uint16) if vocab_size < 65500 else np.dtype(np.int32)
-
-
-def stale_temporaries(prefix: Path) -> list[Path]:
-    """Temporary files an interrupted run left for dataset ``prefix`` (the names llm.atomic.temp_beside makes)."""
-    found = []
-    for final in (prefix.name + ".bin", prefix.name + ".idx"):
-        found += [p for p in prefix.parent.glob(f".{glob.escape(final)}.*") if p.suffix in (".tmp", ".lengths")]
-    return sorted(found)
 
 
 class IndexedDatasetWriter:

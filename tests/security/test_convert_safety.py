@@ -161,12 +161,12 @@ def test_a_full_disk_reported_as_torchs_own_error_is_recognised(hf, tmp_path, mo
 
 
 def test_what_a_killed_convert_left_is_removed_by_the_next_run(hf, tmp_path, capsys):
-    stale_tmp = tmp_path / ".out.k3x9q2ab.tmp"
-    stale_old = tmp_path / ".out.old-4242"
+    stale_tmp = tmp_path / ".out.npubox-k3x9q2ab.tmp"
+    stale_old = tmp_path / ".out.npubox-old-4242"
     for stale in (stale_tmp, stale_old):
         (stale / "iter_0000001" / "mp_rank_00").mkdir(parents=True)
         (stale / "iter_0000001" / "mp_rank_00" / "model_optim_rng.pt").write_bytes(b"half")
-    unrelated = tmp_path / ".outer.k3x9q2ab.tmp"  # another target's: not ours to remove
+    unrelated = tmp_path / ".outer.npubox-k3x9q2ab.tmp"  # another target's: not ours to remove
     unrelated.mkdir()
     assert to_mcore(hf, tmp_path / "out") == 0
     assert not stale_tmp.exists() and not stale_old.exists() and unrelated.is_dir()
@@ -175,11 +175,22 @@ def test_what_a_killed_convert_left_is_removed_by_the_next_run(hf, tmp_path, cap
     assert leftovers(tmp_path) == []
 
 
+def test_a_users_folder_that_only_looks_like_a_leftover_is_kept(hf, tmp_path, capsys):
+    # Issue 19, case 3: only names of the exact shape llm.atomic makes (npubox's marker, 8 random characters) go.
+    kept = [tmp_path / ".out.my_backup.tmp", tmp_path / ".out.old-thesis", tmp_path / ".out.npubox-too-long-part.tmp"]
+    for folder in kept:
+        folder.mkdir()
+        (folder / "notes.txt").write_text("mine")
+    assert to_mcore(hf, tmp_path / "out") == 0
+    assert all((folder / "notes.txt").read_text() == "mine" for folder in kept)
+    assert "removing" not in capsys.readouterr().err
+
+
 def test_a_second_convert_of_the_same_target_is_refused_while_the_first_runs(hf, tmp_path):
     import fcntl
 
     out = tmp_path / "out"
-    live = tmp_path / ".out.a1b2c3d4.tmp"  # the running convert's temporary folder
+    live = tmp_path / ".out.npubox-a1b2c3d4.tmp"  # the running convert's temporary folder
     live.mkdir()
     with open(tmp_path / ".out.lock", "w") as held:  # the running convert's lock (llm.target_lock)
         fcntl.flock(held, fcntl.LOCK_EX)

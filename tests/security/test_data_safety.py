@@ -283,7 +283,7 @@ def test_a_second_run_on_the_same_prefix_leaves_the_first_ones_files_alone(tmp_p
     corpus = write_jsonl(tmp_path / "a.jsonl", [{"text": f"document {i}"} for i in range(50)])
     out = tmp_path / "out"
     out.mkdir()
-    live = [out / ".x_text_document.bin.a1b2c3d4.tmp", out / ".x_text_document.idx.e5f6g7h8.lengths"]
+    live = [out / ".x_text_document.bin.npubox-a1b2c3d4.tmp", out / ".x_text_document.idx.npubox-e5f6g7h8.lengths"]
     for p in live:  # the first run's temporaries, being written
         p.write_bytes(b"tokens")
     with open(out / ".x.lock", "w") as held:  # the first run holds the prefix (llm.target_lock)
@@ -293,6 +293,19 @@ def test_a_second_run_on_the_same_prefix_leaves_the_first_ones_files_alone(tmp_p
         assert all(p.read_bytes() == b"tokens" for p in live)
     assert run_preprocess(tmp_path, corpus) == 0  # after it: its leftovers are stale and go
     assert sorted(os.listdir(out)) == ["x_text_document.bin", "x_text_document.idx"]
+
+
+def test_a_users_file_that_only_looks_like_a_temporary_is_kept(tmp_path, capsys):
+    # Issue 19, case 3: a name without npubox's marker and exact random part is the user's, whatever it ends with.
+    corpus = write_jsonl(tmp_path / "a.jsonl", [{"text": f"document {i}"} for i in range(50)])
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = [out / ".x_text_document.bin.MY-THESIS.tmp", out / ".x_text_document.idx.draft.lengths"]
+    for p in mine:
+        p.write_text("years of work")
+    assert run_preprocess(tmp_path, corpus) == 0
+    assert all(p.read_text() == "years of work" for p in mine)
+    assert "removing" not in capsys.readouterr().err
 
 
 def test_what_preprocess_writes_passes_the_pair_check(tmp_path):

@@ -6,6 +6,7 @@ optimizer → LR schedule (+ optimizer/RNG state on resume) → data → steps �
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from functools import partial
@@ -15,6 +16,7 @@ from llm.accel import Accelerator, detect
 from llm.errors import NpuboxError
 from llm.pretrain.config import PretrainConfig, parse_config
 from llm.pretrain.mcore import training_state
+from llm.target_lock import save_lock
 
 
 def main(argv: list[str]) -> int:
@@ -23,16 +25,18 @@ def main(argv: list[str]) -> int:
     warnings.filterwarnings("ignore", message="Transformer Engine and Apex are not installed")
     from llm.distributed import destroy_distributed, init_distributed
 
-    dist = init_distributed(cfg.tp, cfg.pp, accel)
-    try:
-        train(cfg, accel, dist)
-    except NpuboxError:
-        raise
-    except Exception:  # a collective failed: a lost peer? then the watchdog exits naming its ranks
-        heartbeat.explain_failure()
-        raise
-    finally:
-        destroy_distributed()
+    # rank 0 holds --save before any process group exists; torchrun ends a refused run's other workers
+    with save_lock(cfg.save, int(os.environ.get("RANK", "0")) == 0):
+        dist = init_distributed(cfg.tp, cfg.pp, accel)
+        try:
+            train(cfg, accel, dist)
+        except NpuboxError:
+            raise
+        except Exception:  # a collective failed: a lost peer? then the watchdog exits naming its ranks
+            heartbeat.explain_failure()
+            raise
+        finally:
+            destroy_distributed()
     return 0
 
 

@@ -36,6 +36,7 @@ from llm.pretrain.mindspeed_llm.scripts import (
     stack_for_commit,
     stack_from_spec,
 )
+from llm.target_lock import save_lock
 
 SOURCES_ROOT = Path(os.environ.get("NPUBOX_SOURCES", "/opt/npubox/sources"))  # where images unpack pinned sources
 PROGRAM = "pretrain_gpt.py"
@@ -234,6 +235,11 @@ def main(argv: list[str], launch_ns: argparse.Namespace | None = None) -> int:
             "(this image's spec names one; elsewhere pass --source-dir)"
         )
 
+    with save_lock(plan.cfg.save, ns.node_rank == 0):
+        return run_torchrun(plan, ns, accel)
+
+
+def run_torchrun(plan: EnginePlan, ns: argparse.Namespace, accel) -> int:
     from llm.pretrain.metrics import MetricsLog
 
     train_iters = int(plan.composed.flags["--train-iters"][0])
