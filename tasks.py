@@ -175,7 +175,8 @@ def run(
 
 @task(
     help={
-        "target": "ascendjob (MindCluster), pytorchjob (Kubeflow) or slurm (sbatch script)",
+        "target": "ascendjob (MindCluster, npu envs), pytorchjob (Kubeflow) or slurm (sbatch script); "
+        "default: ascendjob for npu envs, pytorchjob for the others",
         "nodes": "number of nodes",
         "env": ENV_HELP,
         "model": "model recipe",
@@ -188,7 +189,7 @@ def run(
 @friendly
 def manifest(
     c,
-    target="ascendjob",
+    target=None,
     nodes=2,
     env="cpu",
     model="tiny",

@@ -3,13 +3,13 @@
     render_manifest("ascendjob", nodes=4, image="npubox/ascend-mindspeed-llm-2.0.0:…", model="qwen25-7b",
                     phase="pretrain", devices_per_node=8, extra_args=["--train-iters", "100"])
 
-- ``ascendjob``: a MindCluster ``AscendJob`` (mindxdl.gitee.com/v1, scheduled by Volcano): one Master
-  and ``nodes - 1`` Worker pods, container ``ascend``, ``huawei.com/Ascend910`` devices per pod,
+- ``ascendjob`` (npu envs only): a MindCluster ``AscendJob`` (mindxdl.gitee.com/v1, scheduled by Volcano):
+  one Master and ``nodes - 1`` Worker pods, container ``ascend``, ``huawei.com/Ascend910`` devices per pod,
   ``ASCEND_VISIBLE_DEVICES`` from the device plugin's annotation, port 2222 ``ascendjob-port``.
 - ``pytorchjob``: a Kubeflow ``PyTorchJob`` (kubeflow.org/v1): Master + Workers, container
-  ``pytorch``, the same devices.
+  ``pytorch``, the device resource of the env's accelerator (:data:`DEVICE_RESOURCES`).
 - ``slurm``: an sbatch script: one task per node, each starting the image with ``docker run`` on the
-  host network with the Ascend devices, node 0's host as master.
+  host network with the accelerator's devices, node 0's host as master.
 
 Both operators give every pod ``MASTER_ADDR``, ``MASTER_PORT`` and its pod index as ``RANK``
 (Master = 0); the pod command hands them to ``python -m llm launch`` as ``--master-addr``,
@@ -31,7 +31,9 @@ from llm.errors import NpuboxError
 from llm.workspace import DEFAULT_ROOT
 
 TARGETS = ("ascendjob", "pytorchjob", "slurm")
-DEVICE_RESOURCE = "huawei.com/Ascend910"
+# The Kubernetes extended resource each accelerator's device plugin offers (CPU: none is asked for).
+DEVICE_RESOURCES = {"npu": "huawei.com/Ascend910", "cuda": "nvidia.com/gpu", "cpu": None}
+ASCEND_RESOURCE = DEVICE_RESOURCES["npu"]
 WORKSPACE = DEFAULT_ROOT  # mounted where the phases look for it
 MASTER_PORT = 29500
 NOT_IN_DNS_LABEL = re.compile(r"[^a-z0-9-]+")
@@ -60,16 +62,16 @@ def _pod_template(
     devices: int,
     workspace_claim: str,
     labels: dict,
-    ascend_env: bool,
+    accelerator: str,
     port: dict | None,
 ) -> dict:
     env = [{"name": "NPUBOX_WORKSPACE", "value": WORKSPACE}]
-    if ascend_env:
+    if port and accelerator == "npu":  # the AscendJob (the only job with a named port)
         # ascend-docker-runtime mounts the cards the device plugin allocated (named in this annotation).
         env.append(
             {
                 "name": "ASCEND_VISIBLE_DEVICES",
-                "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{DEVICE_RESOURCE}']"}},
+                "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{ASCEND_RESOURCE}']"}},
             }
         )
     spec_container = {
@@ -78,9 +80,11 @@ def _pod_template(
         "imagePullPolicy": "IfNotPresent",
         "env": env,
         "command": ["/bin/bash", "-c", command],
-        "resources": {"limits": {DEVICE_RESOURCE: devices}, "requests": {DEVICE_RESOURCE: devices}},
         "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE}, {"name": "dshm", "mountPath": "/dev/shm"}],
     }
+    resource = DEVICE_RESOURCES[accelerator]
+    if resource:
+        spec_container["resources"] = {"limits": {resource: devices}, "requests": {resource: devices}}
     if port:
         spec_container["ports"] = [port]
     return {
@@ -115,7 +119,7 @@ def render_ascendjob(
         devices,
         workspace_claim,
         labels,
-        ascend_env=True,
+        "npu",
         port={"containerPort": 2222, "name": "ascendjob-port"},
     )
     doc = {
@@ -133,13 +137,18 @@ def render_ascendjob(
 
 
 def render_pytorchjob(
-    nodes: int, image: str, model: str, phase: str, devices: int, extra_args: Sequence[str], workspace_claim: str
+    nodes: int,
+    image: str,
+    model: str,
+    phase: str,
+    devices: int,
+    extra_args: Sequence[str],
+    workspace_claim: str,
+    accelerator: str,
 ) -> str:
     name = job_name(model, phase)
     command = launch_command(model, phase, nodes, extra_args, "${RANK}", "${MASTER_ADDR}", "${MASTER_PORT}")
-    template = _pod_template(
-        "pytorch", image, command, devices, workspace_claim, {"app": name}, ascend_env=False, port=None
-    )
+    template = _pod_template("pytorch", image, command, devices, workspace_claim, {"app": name}, accelerator, port=None)
     doc = {
         "apiVersion": "kubeflow.org/v1",
         "kind": "PyTorchJob",
@@ -160,12 +169,30 @@ ASCEND_DOCKER_FLAGS = [
 ]
 
 
+def slurm_device_flags(accelerator: str, devices: int) -> list[str]:
+    """The `docker run` flags that hand a node's accelerators to the container (as llm.env.devices does)."""
+    if accelerator == "npu":
+        return [f"--device=/dev/davinci{i}" for i in range(devices)] + ASCEND_DOCKER_FLAGS
+    if accelerator == "cuda":
+        return ["--gpus=all"]
+    return []
+
+
 def render_slurm(
-    nodes: int, image: str, model: str, phase: str, devices: int, extra_args: Sequence[str], workspace_dir: str
+    nodes: int,
+    image: str,
+    model: str,
+    phase: str,
+    devices: int,
+    extra_args: Sequence[str],
+    workspace_dir: str,
+    accelerator: str,
 ) -> str:
     name = job_name(model, phase)
     command = launch_command(model, phase, nodes, extra_args, "${SLURM_NODEID}", "${MASTER_ADDR}", "${MASTER_PORT}")
-    device_flags = [f"--device=/dev/davinci{i}" for i in range(devices)] + ASCEND_DOCKER_FLAGS
+    device_flags = slurm_device_flags(accelerator, devices)
+    resource = DEVICE_RESOURCES[accelerator]
+    per_node = f"{devices} x {resource} per node" if resource else "no accelerator (cpu)"
     lines = [
         "docker run --rm --network host --shm-size 64g --read-only --tmpfs /tmp",
         f'-e HOME=/tmp -e NPUBOX_WORKSPACE={WORKSPACE} -v "$WORKSPACE_DIR":{WORKSPACE}',
@@ -179,7 +206,7 @@ def render_slurm(
 #SBATCH --nodes={nodes}
 #SBATCH --ntasks-per-node=1
 #SBATCH --exclusive
-# {devices} x {DEVICE_RESOURCE} per node; inside the image `python -m llm launch` starts one process per card.
+# {per_node}; inside the image `python -m llm launch` starts one process per device.
 set -euo pipefail
 
 MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
@@ -204,12 +231,22 @@ def render_manifest(
     devices_per_node: int = 8,
     extra_args: Sequence[str] = (),
     workspace: str | None = None,
+    *,
+    accelerator: str,
 ) -> str:
     """Render ``target`` (ascendjob | pytorchjob | slurm) for ``nodes`` nodes running ``phase`` of
-    ``model`` in ``image``. ``workspace``: the PersistentVolumeClaim name (Kubernetes, default
-    ``npubox-workspace``) or the shared directory (Slurm, default ``$SLURM_SUBMIT_DIR/workspace``)."""
+    ``model`` in ``image``, whose env's accelerator is ``accelerator`` (npu | cuda | cpu). ``workspace``:
+    the PersistentVolumeClaim name (Kubernetes, default ``npubox-workspace``) or the shared directory
+    (Slurm, default ``$SLURM_SUBMIT_DIR/workspace``)."""
     if target not in TARGETS:
         raise NpuboxError(f"--target {target!r}: expected one of {', '.join(TARGETS)}")
+    if accelerator not in DEVICE_RESOURCES:
+        raise NpuboxError(f"accelerator {accelerator!r}: expected one of {', '.join(DEVICE_RESOURCES)}")
+    if target == "ascendjob" and accelerator != "npu":
+        raise NpuboxError(
+            f"--target ascendjob is MindCluster's job for Ascend NPUs, and this env's accelerator is {accelerator}: "
+            "use --target pytorchjob or slurm"
+        )
     if nodes < 1:
         raise NpuboxError(f"--nodes {nodes}: expected at least 1")
     if devices_per_node < 1:
@@ -226,6 +263,9 @@ def render_manifest(
             devices_per_node,
             extra,
             shlex.quote(workspace) if workspace else '"${SLURM_SUBMIT_DIR}/workspace"',
+            accelerator,
         )
-    render = render_ascendjob if target == "ascendjob" else render_pytorchjob
-    return render(nodes, image, model, phase, devices_per_node, extra, workspace or "npubox-workspace")
+    claim = workspace or "npubox-workspace"
+    if target == "ascendjob":
+        return render_ascendjob(nodes, image, model, phase, devices_per_node, extra, claim)
+    return render_pytorchjob(nodes, image, model, phase, devices_per_node, extra, claim, accelerator)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import platform
+from pathlib import Path
+
+from llm.errors import NpuboxError
 
 ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 ARCHES = ("x86_64", "aarch64")
@@ -14,6 +17,16 @@ GLIBC = (2, 35)
 
 def host_arch() -> str:
     return ARCH_ALIASES.get(platform.machine(), platform.machine())
+
+
+def check_arch(arch: str, listed: list[str], spec_path: Path) -> str:
+    """``arch`` (or an alias of it) if it is one npubox builds for and the spec lists, else a refusal."""
+    name = ARCH_ALIASES.get(arch, arch)
+    if name not in ARCHES:
+        raise NpuboxError(f"--arch {arch!r}: not an architecture npubox builds for; use one of {', '.join(ARCHES)}")
+    if name not in listed:
+        raise NpuboxError(f"--arch {arch}: {spec_path} lists only {', '.join(listed)}")
+    return name
 
 
 def pip_platforms(arch: str, glibc_minor: int = GLIBC_BOOKWORM) -> list[str]:

@@ -76,7 +76,7 @@ def lock(
     from llm.env.lock import write_locks
 
     loaded = load_spec(env)
-    arches = list(loaded.spec.arch) if arch in (None, "all") else [a.strip() for a in arch.split(",")]
+    arches = None if arch in (None, "all") else [a.strip() for a in arch.split(",")]
     return write_locks(
         loaded, Site([Path(w) for w in wheelhouse]), arches, Path(source_cache) if source_cache else None, twin=twin
     )
@@ -113,11 +113,13 @@ def build(
     return run_plan(plan)
 
 
-def validate_run_request(env: str, model: str, phase: str, twin: str | None = None) -> LoadedSpec:
+def validate_run_request(
+    env: str, model: str, phase: str, twin: str | None = None, arch: str | None = None
+) -> LoadedSpec:
     """Refuse an unknown env, model or phase with the list of valid ones, before touching Docker."""
     from llm.recipes import load_recipe
 
-    loaded = resolve(env, twin)
+    loaded = resolve(env, twin, arch)
     if phase not in PHASES:
         raise NpuboxError(f"unknown phase {phase!r}; phases: {', '.join(PHASES)}")
     if model:
@@ -222,7 +224,7 @@ def run_phase(
 
 def manifest(
     env: str,
-    target: str,
+    target: str | None,
     nodes: int,
     model: str,
     phase: str,
@@ -232,10 +234,15 @@ def manifest(
 ) -> str:
     from llm.manifest import render_manifest
 
-    loaded = validate_run_request(env, model, phase)
+    # The image of the spec's own (first listed) architecture, whatever this host's: Ascend clusters are aarch64.
+    loaded = validate_run_request(env, model, phase, arch=load_spec(env).spec.arch[0])
+    if target is None:
+        target = "ascendjob" if loaded.spec.accelerator == "npu" else "pytorchjob"
     if devices_per_node is None:
         devices_per_node = 8 if loaded.spec.accelerator != "cpu" else 1
-    return render_manifest(target, nodes, loaded.tag, model, phase, devices_per_node, extra, workspace)
+    return render_manifest(
+        target, nodes, loaded.tag, model, phase, devices_per_node, extra, workspace, accelerator=loaded.spec.accelerator
+    )
 
 
 def up(

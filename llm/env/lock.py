@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from llm.atomic import atomic_path
-from llm.env.arch import uv_platform
+from llm.env.arch import check_arch, host_arch, uv_platform
 from llm.env.site import Site
 from llm.env.spec import LoadedSpec, Source, load_spec_file
 from llm.errors import NpuboxError
@@ -156,21 +156,25 @@ def write_lock(loaded: LoadedSpec, site: Site, source_cache: Path | None = None,
 def write_locks(
     loaded: LoadedSpec,
     site: Site,
-    arches: list[str],
+    arches: list[str] | None,
     source_cache: Path | None = None,
     echo=print,
     twin: str | None = None,
 ) -> list[Path]:
-    """One lock per architecture for a spec whose `lock` names `{arch}`; else the one lock."""
+    """One lock per architecture (``arches``; None: every one the spec lists) for a spec whose `lock` names
+    `{arch}`; else the one lock, which is resolved for this host's architecture."""
     from llm.env.twin import make_twin
 
     def one(arch: str | None) -> Path:
         real = load_spec_file(loaded.path, arch)
         return write_lock(make_twin(real, twin) if twin else real, site, source_cache, echo)
 
+    wanted = [check_arch(a, loaded.spec.arch, loaded.path) for a in arches] if arches else None  # before any write
     if "{arch}" not in loaded.spec.lock:
+        if wanted and wanted != [host_arch()]:
+            raise NpuboxError(
+                f"--arch {','.join(arches)}: {loaded.path} has one lock ({loaded.spec.lock}), resolved for this "
+                f"host's architecture ({host_arch()}); run `invoke lock` without --arch, or on a {wanted[0]} host"
+            )
         return [one(None)]
-    unknown = [a for a in arches if a not in loaded.spec.arch]
-    if unknown:
-        raise NpuboxError(f"--arch {','.join(unknown)}: {loaded.path} lists only {', '.join(loaded.spec.arch)}")
-    return [one(arch) for arch in arches]
+    return [one(arch) for arch in wanted or loaded.spec.arch]

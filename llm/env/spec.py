@@ -310,11 +310,11 @@ class LoadedSpec:
     (``twin_of``), and its lock (resolved from the real lock's pins) lies beside the real one."""
 
     def __init__(self, spec: Spec, path: Path, arch: str | None = None, twin_of: LoadedSpec | None = None):
-        from llm.env.arch import host_arch
+        from llm.env.arch import check_arch, host_arch
 
         self.spec = spec
         self.path = path
-        self.arch = arch or host_arch()
+        self.arch = check_arch(arch, spec.arch, path) if arch else host_arch()
         self.twin_of = twin_of
 
     @property

@@ -171,3 +171,46 @@ def test_an_env_value_with_a_control_character_is_refused_at_validation(tmp_path
 
 def test_the_shipped_specs_still_load():
     assert load_spec("cpu").spec.env == {"OMP_NUM_THREADS": "2"}
+
+
+# --- case 11: --arch ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def resolver_calls(monkeypatch):
+    """write_lock (the uv resolve and the write) replaced by a recorder: nothing may reach it."""
+    from llm.env import lock
+
+    calls = []
+    monkeypatch.setattr(lock, "write_lock", lambda loaded, *a, **k: calls.append(loaded.arch) or loaded.lock_path)
+    return calls
+
+
+@pytest.mark.parametrize("env", ["cpu", "ascend-mindspeed-llm-2.3.0"])
+def test_lock_refuses_an_architecture_that_is_not_one(resolver_calls, env):
+    from llm.env.lock import write_locks
+    from llm.env.site import Site
+
+    with pytest.raises(NpuboxError, match=r"--arch 'bogus': not an architecture npubox builds for; use one of"):
+        write_locks(load_spec(env), Site([]), ["bogus"])
+    assert resolver_calls == []
+
+
+def test_lock_refuses_another_architecture_for_a_spec_with_one_lock(resolver_calls):
+    from llm.env.arch import host_arch
+    from llm.env.lock import write_locks
+    from llm.env.site import Site
+
+    other = "aarch64" if host_arch() == "x86_64" else "x86_64"
+    with pytest.raises(NpuboxError, match=rf"--arch {other}: .*cpu.yaml has one lock \(cpu.lock\), resolved for"):
+        write_locks(load_spec("cpu"), Site([]), [other])
+    assert resolver_calls == []
+    assert write_locks(load_spec("cpu"), Site([]), None) and resolver_calls == [host_arch()]
+
+
+def test_a_dry_run_for_an_architecture_that_is_not_one_is_refused():
+    from llm.env import commands
+
+    with pytest.raises(NpuboxError, match=r"--arch 'riscv64': not an architecture npubox builds for"):
+        commands.build("cpu", [], dry_run=True, arch="riscv64")
+    assert commands.build("cpu", [], dry_run=True, arch="arm64").loaded.arch == "aarch64"  # an alias is fine

@@ -57,7 +57,7 @@ def expected_argv(nodes: int, node_rank: str) -> list[str]:
 )
 @pytest.mark.parametrize("nodes", [1, 4])
 def test_kubernetes_jobs(target, api, kind, replicas_key, container, nodes):
-    doc = yaml.safe_load(render_manifest(target, nodes, IMAGE, "qwen25-7b", "pretrain", 8, EXTRA))
+    doc = yaml.safe_load(render_manifest(target, nodes, IMAGE, "qwen25-7b", "pretrain", 8, EXTRA, accelerator="npu"))
     assert doc["apiVersion"] == api and doc["kind"] == kind
     assert doc["metadata"]["name"] == "npubox-qwen25-7b-pretrain"
     specs = doc["spec"][replicas_key]
@@ -84,7 +84,7 @@ def test_kubernetes_jobs(target, api, kind, replicas_key, container, nodes):
 
 
 def test_slurm_script(tmp_path):
-    text = render_manifest("slurm", 2, IMAGE, "qwen25-7b", "pretrain", 4, EXTRA)
+    text = render_manifest("slurm", 2, IMAGE, "qwen25-7b", "pretrain", 4, EXTRA, accelerator="npu")
     script = tmp_path / "job.sbatch"
     script.write_text(text)
     subprocess.run(["bash", "-n", str(script)], check=True)
@@ -115,7 +115,15 @@ def test_slurm_script(tmp_path):
     ],
 )
 def test_bad_input(kwargs, message):
-    args = dict(target="ascendjob", nodes=2, image=IMAGE, model="qwen25-7b", phase="pretrain", devices_per_node=8)
+    args = dict(
+        target="ascendjob",
+        nodes=2,
+        image=IMAGE,
+        model="qwen25-7b",
+        phase="pretrain",
+        devices_per_node=8,
+        accelerator="npu",
+    )
     args.update(kwargs)
     with pytest.raises(NpuboxError) as e:
         render_manifest(**args)

@@ -29,6 +29,7 @@ def pod_command(target: str, nodes: int) -> str:
         "pretrain",
         8,
         ["--engine", "mindspeed-llm", "--stack", V200, "--train-iters", "100"],
+        accelerator="npu",
     )
     if target == "slurm":
         line = next(line for line in text.splitlines() if line.startswith("LAUNCH="))
