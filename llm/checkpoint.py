@@ -30,9 +30,11 @@ from typing import Any
 
 from llm.atomic import atomic_path, write_text_atomic
 from llm.errors import NpuboxError
+from llm.regular_file import open_regular, require_regular
 
 CHECKPOINT_VERSION = 3.0
 TRACKER_FILE = "latest_checkpointed_iteration.txt"
+MAX_TRACKER_BYTES = 64  # an iteration number or "release", a newline
 RANK_FILE = "model_optim_rng.pt"
 RANK_DIR_RE = re.compile(r"^mp_rank_(\d{2})(?:_(\d{3}))?$")
 
@@ -55,12 +57,11 @@ def rank_file(ckpt_dir: Path | str, iteration: Iteration, tp_rank: int, pp_rank:
 def read_latest(load_dir: Path | str) -> Iteration:
     """The iteration named by ``latest_checkpointed_iteration.txt``: an int, or "release"."""
     path = Path(load_dir) / TRACKER_FILE
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        raise NpuboxError(
-            f"{path}: not found; expected a Megatron checkpoint directory holding {TRACKER_FILE}"
-        ) from None
+    with open_regular(path, f"a Megatron checkpoint directory holding {TRACKER_FILE}", "rb") as f:
+        raw = f.read(MAX_TRACKER_BYTES + 1)
+    if len(raw) > MAX_TRACKER_BYTES:
+        raise NpuboxError(f"{path}: holds over {MAX_TRACKER_BYTES} bytes; expected an iteration number or 'release'")
+    text = raw.decode("utf-8", errors="replace").strip()
     if text == "release":
         return text
     if not text.isdigit():
@@ -118,10 +119,7 @@ def load_rank(
     from llm.compat import load_weights_only, opaque_globals
 
     path = rank_file(load_dir, iteration, tp_rank, pp_rank, pp_size)
-    if not path.is_file():
-        raise NpuboxError(
-            f"{path}: not found; expected the rank file of tp rank {tp_rank}, pp rank {pp_rank} of {pp_size}"
-        )
+    require_regular(path, f"the rank file of tp rank {tp_rank}, pp rank {pp_rank} of {pp_size}")
     try:
         allowed = opaque_globals(path) if safe_globals is None else safe_globals
         state = load_weights_only(path, [argparse.Namespace, *allowed], map_location=map_location)
@@ -141,7 +139,8 @@ def find_layout(load_dir: Path | str, iteration: Iteration) -> tuple[int, int]:
     ranks = set()
     for child in it_dir.iterdir():
         m = RANK_DIR_RE.match(child.name)
-        if m and (child / RANK_FILE).is_file():
+        if m and ((child / RANK_FILE).exists() or (child / RANK_FILE).is_symlink()):
+            require_regular(child / RANK_FILE, "a rank file written by torch.save")  # a FIFO is not "missing"
             ranks.add((int(m.group(1)), int(m.group(2)) if m.group(2) is not None else None))
     if not ranks:
         raise NpuboxError(f"{it_dir}: holds no mp_rank_*/{RANK_FILE}; expected a Megatron checkpoint")

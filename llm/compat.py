@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from llm.regular_file import require_regular
+
 # --- tokenizers ---------------------------------------------------------------------------------
 
 
@@ -98,6 +100,7 @@ def opaque_globals(path: Path) -> list:
         from torch.serialization import get_unsafe_globals_in_checkpoint
     except ImportError:
         return []
+    require_regular(path, "a torch checkpoint file")
     try:
         names = get_unsafe_globals_in_checkpoint(path)
     except Exception:  # an unreadable file: torch.load names the problem
@@ -150,7 +153,7 @@ def load_weights_only(path: Path | str, allowed: Iterable = (), map_location: An
     import torch
 
     allowed = list(allowed)
-    path = str(path)  # torch 2.1 maps only a str filename with mmap=True
+    path = str(require_regular(path, "a torch checkpoint file"))  # str: torch 2.1 maps only a str with mmap=True
     if hasattr(torch.serialization, "safe_globals"):
         try:
             with torch.serialization.safe_globals(allowed):

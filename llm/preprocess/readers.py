@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from llm.errors import NpuboxError
+from llm.regular_file import open_regular, require_regular
 
 FORMATS = ("parquet", "jsonl", "json", "csv", "txt")
 SUFFIXES = {
@@ -85,8 +86,8 @@ def expand_inputs(specs: list[str]) -> list[Path]:
                     f"input directory {p} mixes formats ({', '.join(sorted(formats))}); expected files of one format"
                 )
             paths += files
-        elif p.exists():
-            paths.append(p)
+        elif p.exists() or p.is_symlink():
+            paths.append(require_regular(p, "a dataset file (.parquet, .jsonl, .json, .csv, .txt)"))
         elif glob.has_magic(spec):
             matches = sorted(Path(m) for m in glob.glob(spec, recursive=True) if Path(m).is_file())
             if not matches:
@@ -103,7 +104,7 @@ def expand_inputs(specs: list[str]) -> list[Path]:
 
 def open_binary(path: Path) -> tuple[BinaryIO, BinaryIO]:
     """(stream to read, raw file whose position says how far we are)."""
-    raw = open(path, "rb")
+    raw = open_regular(path, "a dataset file")
     if path.suffix.lower() == ".gz":
         return gzip.GzipFile(fileobj=raw, mode="rb"), raw
     return raw, raw

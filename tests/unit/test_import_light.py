@@ -22,6 +22,7 @@ HOST_MODULES = [
     "llm.compat",
     "llm.digest",
     "llm.errors",
+    "llm.regular_file",
     "llm.manifest",
     "llm.pretrain",
     "llm.pretrain.mindspeed_llm",

@@ -26,6 +26,7 @@ from llm.atomic import atomic_path
 from llm.distributed import DistInfo
 from llm.errors import NpuboxError
 from llm.pretrain.config import PretrainConfig
+from llm.regular_file import require_regular
 
 DISTRIB_OPTIM_FILE = "distrib_optim.pt"
 
@@ -190,11 +191,7 @@ def load_parameter_state(optimizer, path: Path) -> None:
     optimizers = _distributed_optimizers(optimizer)
     states: list | None = None
     if optimizers[0].data_parallel_group.rank() == 0:
-        if not path.is_file():
-            raise NpuboxError(
-                f"{path}: not found; a checkpoint saved with the distributed optimizer has one beside "
-                f"each {megatron_ckpt.RANK_FILE}"
-            )
+        require_regular(path, "the distributed optimizer's state, which such a checkpoint has beside each rank file")
         saved = torch.load(path, map_location="cpu", weights_only=True)
         states = [saved] if len(optimizers) == 1 else saved
         if len(states) != len(optimizers):
