@@ -19,16 +19,18 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import llm
+from llm.atomic import MARKER
 from llm.digest import sha256_file
 from llm.env.arch import GLIBC, GLIBC_BOOKWORM, pip_platforms
 from llm.env.engine import Echo, _stderr_echo
 from llm.env.labels import REPO_ROOT, baked_spec
 from llm.env.plan import BuildPlan, wheel_cache
-from llm.env.spec import LoadedSpec, LockEntry, render_lock
+from llm.env.spec import LoadedSpec, render_lock
 from llm.errors import NpuboxError
 
 CONTAINERS = REPO_ROOT / "containers"
@@ -68,64 +70,90 @@ def render_dockerfile(loaded: LoadedSpec, cann_env: dict[str, str] | None = None
     return text.replace(ENV_MARKER, ENV_MARKER + "\n" + "\n".join(lines), 1)
 
 
-def _locked_files(cache: Path, entries: list[LockEntry]) -> dict[str, Path]:
-    wanted = {h.removeprefix("sha256:") for e in entries for h in e.hashes}
-    found: dict[str, Path] = {}
-    for path in sorted(cache.iterdir()):
-        if path.is_file() and path.name.endswith((".whl", ".tar.gz", ".zip")):
-            digest = sha256_file(path)
-            if digest in wanted:
-                found[digest] = path
-    return found
-
-
 def fetch_wheels(loaded: LoadedSpec, plan: BuildPlan, echo: Echo | None = _stderr_echo) -> list[Path]:
     """Every locked file for the image's Python and architecture, in the cache (offline first).
 
     Wheels where they exist; an sdist only where a package publishes none (pure-Python packages
-    such as antlr4-python3-runtime), built inside the image from its hashed source."""
+    such as antlr4-python3-runtime), built inside the image from its hashed source.
+
+    pip never writes into the shared cache, nor reads it directly: pip deletes a file of its --dest whose
+    hash the lock does not name, and picks by name where two files share one. Its --dest is a scratch folder
+    holding hard links to the cached files whose sha256 the lock names (pip skips those as downloaded);
+    what it adds there is moved into the cache (:func:`keep_in_cache`): nothing in the cache is deleted or
+    overwritten."""
     cache = wheel_cache(loaded)
     cache.mkdir(parents=True, exist_ok=True)
-    common = [
-        "download",
-        "--no-deps",
-        "--require-hashes",
-        "--prefer-binary",
-        "--dest",
-        str(cache),
-        "--python-version",
-        loaded.spec.python,
-        "--implementation",
-        "cp",
-        "--progress-bar",
-        "off",
-        "-r",
-        str(loaded.lock_path),
-    ]
-    glibc = GLIBC_BOOKWORM if loaded.spec.base.bootstrap else GLIBC[1]  # bookworm, else a CANN (Ubuntu 22.04) image
-    for plat in pip_platforms(loaded.arch, glibc):
-        common += ["--platform", plat]
-    site = plan.site
-    offline = subprocess.run([*site.pip(), *common, "--no-index", "--find-links", str(cache)], capture_output=True)
-    if offline.returncode != 0:
-        if echo:
-            echo(" ".join(["pip", *common, *site.pip_find_links_args()]))
-        proc = subprocess.run([*site.pip(), *common, *site.pip_find_links_args()], capture_output=True, text=True)
-        if proc.returncode != 0:
-            last = [line for line in proc.stderr.strip().splitlines() if line.startswith("ERROR")] or ["no output"]
-            raise NpuboxError(
-                f"downloading the locked wheels of {loaded.lock_path.name} failed: {last[-1]}; check the pip index "
-                "settings (pip config list) or give a folder of wheels with --wheelhouse"
-            )
-    found = _locked_files(cache, loaded.lock)
-    have = {h.removeprefix("sha256:") for h in found}
-    absent = [e.name for e in loaded.lock if not have & {h.removeprefix("sha256:") for h in e.hashes}]
+    wanted = {h.removeprefix("sha256:") for e in loaded.lock for h in e.hashes}
+    with tempfile.TemporaryDirectory(prefix=f".{cache.name}.{MARKER}", suffix=".tmp", dir=cache.parent) as tmp:
+        out = Path(tmp)
+        for path in _cached_files(cache):
+            if sha256_file(path) in wanted and not (out / path.name).exists():
+                _place(path, out / path.name)
+        common = [
+            "download",
+            "--no-deps",
+            "--require-hashes",
+            "--prefer-binary",
+            "--dest",
+            str(out),
+            "--python-version",
+            loaded.spec.python,
+            "--implementation",
+            "cp",
+            "--progress-bar",
+            "off",
+            "-r",
+            str(loaded.lock_path),
+            "--find-links",  # the scratch folder itself: what is linked there is taken as downloaded
+            str(out),
+        ]
+        glibc = GLIBC_BOOKWORM if loaded.spec.base.bootstrap else GLIBC[1]  # bookworm, else a CANN (Ubuntu 22.04)
+        for plat in pip_platforms(loaded.arch, glibc):
+            common += ["--platform", plat]
+        site = plan.site
+        offline = subprocess.run([*site.pip(), *common, "--no-index"], capture_output=True)
+        if offline.returncode != 0:
+            if echo:
+                echo(" ".join(["pip", *common, *site.pip_find_links_args()]))
+            proc = subprocess.run([*site.pip(), *common, *site.pip_find_links_args()], capture_output=True, text=True)
+            if proc.returncode != 0:
+                last = [line for line in proc.stderr.strip().splitlines() if line.startswith("ERROR")] or ["no output"]
+                raise NpuboxError(
+                    f"downloading the locked wheels of {loaded.lock_path.name} failed: {last[-1]}; check the pip "
+                    "index settings (pip config list) or give a folder of wheels with --wheelhouse; "
+                    f"nothing in {cache} was changed"
+                )
+        found = {sha256_file(f): keep_in_cache(f, cache) for f in sorted(out.iterdir()) if f.is_file()}
+    absent = [e.name for e in loaded.lock if not found.keys() & {h.removeprefix("sha256:") for h in e.hashes}]
     if absent:
-        raise NpuboxError(
-            f"no file for {', '.join(absent)} of {loaded.lock_path.name} in {cache} after pip download; "
-            "delete the cache folder and retry"
-        )
+        raise NpuboxError(f"no file for {', '.join(absent)} of {loaded.lock_path.name} after pip download")
     return list(found.values())
+
+
+def _cached_files(cache: Path) -> list[Path]:
+    """The cache's files: by name, and under ``sha256/<digest>/`` those that share a name with another."""
+    return [
+        p
+        for p in sorted([*cache.iterdir(), *cache.glob("sha256/*/*")])
+        if p.is_file() and p.name.endswith((".whl", ".tar.gz", ".zip"))
+    ]
+
+
+def keep_in_cache(verified: Path, cache: Path) -> Path:
+    """Move a file pip verified into ``cache`` under its own name, unless the cache already holds that name: the
+    same bytes are then used as they are, and other bytes of that name (another lock's file) are left alone while
+    this one goes to ``cache/sha256/<digest>/``."""
+    target = cache / verified.name
+    digest = sha256_file(verified)
+    if target.is_file() and sha256_file(target) == digest:
+        return target
+    if target.exists() or target.is_symlink():
+        target = cache / "sha256" / digest / verified.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_file() and sha256_file(target) == digest:
+            return target
+    os.replace(verified, target)  # the scratch folder lies beside the cache: one filesystem
+    return target
 
 
 def _place(src: Path, target: Path) -> None:
