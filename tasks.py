@@ -97,14 +97,33 @@ def lock(c, env="cpu", wheelhouse=None, arch=None, source_cache=None, twin=None)
         "dry-run": "print the plan (stages, inputs, what is missing, labels) and build nothing",
         "twin": TWIN_HELP,
         "arch": "plan for this architecture (x86_64, aarch64; with --dry-run)",
+        "allow-unverified-sources": "build a source archive that shows no commit id and no SHA256SUMS line "
+        "(the image's npubox.sources.unverified label names it)",
     },
     iterable=["wheelhouse"],
 )
 @friendly
-def build_image(c, env="cpu", wheelhouse=None, vendor=None, source_cache=None, dry_run=False, twin=None, arch=None):
+def build_image(
+    c,
+    env="cpu",
+    wheelhouse=None,
+    vendor=None,
+    source_cache=None,
+    dry_run=False,
+    twin=None,
+    arch=None,
+    allow_unverified_sources=False,
+):
     """Build the versioned image npubox/<env>:<version>-<spec hash> from the spec and its lock."""
     result = commands.build(
-        env, wheelhouse or [], vendor=vendor, source_cache=source_cache, dry_run=dry_run, twin=twin, arch=arch
+        env,
+        wheelhouse or [],
+        vendor=vendor,
+        source_cache=source_cache,
+        dry_run=dry_run,
+        twin=twin,
+        arch=arch,
+        allow_unverified_sources=allow_unverified_sources,
     )
     if dry_run:
         from llm.env.plan import print_plan

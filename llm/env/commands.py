@@ -64,6 +64,18 @@ def base_image(env: str, force_bootstrap: bool = False, twin: str | None = None)
     return ensure_base(loaded, force_bootstrap=force_bootstrap)
 
 
+def source_cache_dir(source_cache: str | None) -> Path | None:
+    """--source-cache as a folder that exists: a mistyped one is refused, never silently ignored."""
+    if source_cache is None:
+        return None
+    if not Path(source_cache).is_dir():
+        raise NpuboxError(
+            f"--source-cache {source_cache}: no such folder; expected a folder of git mirrors (<name>.git) or "
+            "archives (<name>-<commit>.tar.gz)"
+        )
+    return Path(source_cache)
+
+
 def lock(
     env: str,
     wheelhouse: list[str],
@@ -77,9 +89,7 @@ def lock(
 
     loaded = load_spec(env)
     arches = None if arch in (None, "all") else [a.strip() for a in arch.split(",")]
-    return write_locks(
-        loaded, Site([Path(w) for w in wheelhouse]), arches, Path(source_cache) if source_cache else None, twin=twin
-    )
+    return write_locks(loaded, Site([Path(w) for w in wheelhouse]), arches, source_cache_dir(source_cache), twin=twin)
 
 
 def build(
@@ -91,6 +101,7 @@ def build(
     dry_run: bool = False,
     twin: str | None = None,
     arch: str | None = None,
+    allow_unverified_sources: bool = False,
 ):
     """Build the env's (or its twin's) image, or with dry_run return its BuildPlan without building."""
     from llm.env.plan import BuildInputs, make_plan
@@ -98,7 +109,9 @@ def build(
     loaded = resolve(env, twin, arch)
     site = Site([Path(w) for w in wheelhouse])
     inputs = BuildInputs(
-        vendor=Path(vendor) if vendor else None, source_cache=Path(source_cache) if source_cache else None
+        vendor=Path(vendor) if vendor else None,
+        source_cache=source_cache_dir(source_cache),
+        allow_unverified_sources=allow_unverified_sources,
     )
     plan = make_plan(loaded, site, inputs)
     if dry_run:

@@ -15,11 +15,13 @@ pinned source trees, the lock, the baked spec, the llm package and the Dockerfil
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +46,7 @@ BUILD_TOOLS = ("setuptools", "wheel")  # what `pip install --no-build-isolation`
 class BuildContext:
     path: Path
     build_args: dict[str, str]
+    unverified_sources: tuple[str, ...] = ()  # archives built with --allow-unverified-sources
 
 
 def env_line(key: str, value: str, where: str) -> str:
@@ -152,7 +155,11 @@ def keep_in_cache(verified: Path, cache: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.is_file() and sha256_file(target) == digest:
             return target
-    os.replace(verified, target)  # the scratch folder lies beside the cache: one filesystem
+    try:
+        os.link(verified, target)  # never replaces a name (os.replace would): two builds may race here
+    except FileExistsError:
+        if sha256_file(target) != digest:
+            raise NpuboxError(f"{target}: appeared with other bytes while this build verified its own") from None
     return target
 
 
@@ -163,13 +170,13 @@ def _place(src: Path, target: Path) -> None:
         shutil.copy2(src, target)
 
 
-def assemble(plan: BuildPlan, base_ref: str, files: list[Path], echo: Echo | None = _stderr_echo) -> BuildContext:
+def assemble(
+    plan: BuildPlan, base_ref: str, files: list[Path], ctx: Path, echo: Echo | None = _stderr_echo
+) -> BuildContext:
+    """Fill the empty folder ``ctx`` (:func:`build_folder`) with the build context of ``plan``."""
     from llm.env.sources import export_source
 
     loaded = plan.loaded
-    ctx = llm_cache_build_dir(loaded)
-    if ctx.exists():
-        shutil.rmtree(ctx)
     for sub in ("wheels", "site-wheels", "cann", "sources"):
         (ctx / sub).mkdir(parents=True)
     for path in files:
@@ -179,9 +186,12 @@ def assemble(plan: BuildPlan, base_ref: str, files: list[Path], echo: Echo | Non
     for path in plan.installers:
         _place(path, ctx / "cann" / path.name)
     (ctx / "cann" / "order.txt").write_text("".join(f"{p.name}\n" for p in plan.installers))
-    rows = []
+    rows, unverified = [], []
+    allow = plan.build_inputs.allow_unverified_sources
     for src in loaded.spec.sources:
-        archive = export_source(src, plan.build_inputs.source_cache, ctx / "sources", echo=echo)
+        archive, verified = export_source(src, plan.build_inputs.source_cache, ctx / "sources", echo, allow)
+        if not verified:
+            unverified.append(src.name)
         rows.append("\t".join([src.name, src.commit, src.install, src.subdir or "-", src.into or "-", archive.name]))
     (ctx / "sources" / "manifest.tsv").write_text("".join(f"{r}\n" for r in rows))
     for script in ("install-cann.sh", "install-sources.sh"):
@@ -199,10 +209,20 @@ def assemble(plan: BuildPlan, base_ref: str, files: list[Path], echo: Echo | Non
         "CANN_VERSION": loaded.spec.cann.version if loaded.spec.cann else "",
         "CANN_SET_ENV": " ".join(loaded.spec.cann.set_env) if loaded.spec.cann else "",
     }
-    return BuildContext(ctx, build_args)
+    return BuildContext(ctx, build_args, tuple(unverified))
 
 
-def llm_cache_build_dir(loaded: LoadedSpec) -> Path:
+@contextlib.contextmanager
+def build_folder(loaded: LoadedSpec) -> Iterator[Path]:
+    """A build context folder of this build's own under ``<cache>/build``, removed when the build ends however
+    it ends: two builds at once (of one env or two) never share one. Docker's layer cache keys on the
+    content, not the folder, so finished steps stay cached."""
     from llm.env.site import cache_dir
 
-    return cache_dir() / "build" / f"{loaded.name}-{loaded.arch}"
+    root = cache_dir() / "build"
+    root.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f".{loaded.name}-{loaded.arch}.{MARKER}", suffix=".tmp", dir=root))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

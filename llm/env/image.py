@@ -9,7 +9,7 @@ those exports baked into ENV (`docker exec` and testinfra do not read .bashrc).
 from __future__ import annotations
 
 from llm.env.base import resolve_base
-from llm.env.context import BuildContext, assemble, fetch_wheels, render_dockerfile
+from llm.env.context import BuildContext, assemble, build_folder, fetch_wheels, render_dockerfile
 from llm.env.engine import Echo, _stderr_echo, docker
 from llm.env.labels import labels
 from llm.env.plan import BuildInputs, BuildPlan, make_plan  # noqa: F401  (BuildInputs: the public input type)
@@ -56,7 +56,12 @@ def run_plan(plan: BuildPlan, *, echo: Echo | None = _stderr_echo, tag: str | No
     tag = tag or loaded.tag
     base_ref = resolve_base(loaded, echo=echo)
     files = fetch_wheels(loaded, plan, echo=echo)
-    ctx = assemble(plan, base_ref, files, echo=echo)
+    with build_folder(loaded) as folder:
+        return _build(plan, tag, base_ref, assemble(plan, base_ref, files, folder, echo=echo), echo)
+
+
+def _build(plan: BuildPlan, tag: str, base_ref: str, ctx: BuildContext, echo: Echo | None) -> str:
+    loaded = plan.loaded
     hint = f"fix the step shown above and re-run `invoke build-image {loaded.env_args}` (finished steps are cached)"
     if loaded.spec.cann:
         stage = f"npubox-stage/{loaded.name}-cann:{loaded.content_hash[:12]}"
@@ -69,7 +74,10 @@ def run_plan(plan: BuildPlan, *, echo: Echo | None = _stderr_echo, tag: str | No
         cann_env = capture_cann_env(stage, loaded.spec.cann.set_env, echo=echo)
         (ctx.path / "Dockerfile").write_text(render_dockerfile(loaded, cann_env))
     args = _build_args(ctx, tag)
-    for key, value in labels(loaded, base_ref).items():
+    image_labels = labels(loaded, base_ref)
+    if ctx.unverified_sources:
+        image_labels["npubox.sources.unverified"] = ",".join(ctx.unverified_sources)
+    for key, value in image_labels.items():
         args += ["--label", f"{key}={value}"]
     docker([*args, str(ctx.path)], echo=echo, what=f"building {tag}", hint=hint)
     if loaded.spec.cann:

@@ -29,6 +29,7 @@ class BuildInputs:
 
     vendor: Path | None = None  # CANN installers (.run)
     source_cache: Path | None = None  # git mirrors / archives of the pinned sources
+    allow_unverified_sources: bool = False  # build an archive whose commit cannot be shown (labelled so)
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,25 @@ or fetched from their git URL on the host, exported at exactly the pinned commit
 
 A source cache is a folder holding, per source, a git repository or mirror named `<name>.git` or
 `<name>`, or an archive named by commit: `<name>-<commit>.tar[.gz]`.
+
+An archive's name proves nothing: before it is built it must show its content is the pinned commit's,
+by what it carries and what the site ships beside it (:func:`verify_archive`): the commit id `git archive`
+writes into every archive it makes (`git get-tar-commit-id`), and a `SHA256SUMS` file beside the archives
+(`sha256sum` format). Whatever is there is checked and must match; an archive with neither is refused
+unless the build says `--allow-unverified-sources`, and the image's `npubox.sources.unverified` label
+then names it.
 """
 
 from __future__ import annotations
 
+import gzip
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from llm.digest import sha256_file
 from llm.env.engine import Echo, _stderr_echo
 from llm.env.site import cache_dir
 from llm.env.spec import Source
@@ -98,16 +108,91 @@ def fetch_mirror(src: Source, echo: Echo | None = _stderr_echo) -> Path:
     return mirror
 
 
-def export_source(src: Source, source_cache: Path | None, out_dir: Path, echo: Echo | None = _stderr_echo) -> Path:
-    """Write `<out_dir>/<name>.tar` holding the tree at the pinned commit under `<name>/`."""
+CHECKSUMS = "SHA256SUMS"
+CHECKSUM_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
+
+
+def tar_commit_id(archive: Path) -> str | None:
+    """The commit id `git archive` wrote into ``archive`` (its first pax header), or None when it has none."""
+    opener = gzip.open if archive.name.endswith((".gz", ".tgz")) else open
+    try:
+        with opener(archive, "rb") as f:
+            head = f.read(1024)
+    except (OSError, EOFError) as e:
+        raise NpuboxError(f"source archive {archive}: cannot be read ({e})") from None
+    proc = subprocess.run(["git", "get-tar-commit-id"], input=head, capture_output=True)
+    commit = proc.stdout.decode(errors="replace").strip()
+    return commit if proc.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else None
+
+
+def listed_sha256(archive: Path) -> str | None:
+    """The sha256 that the `SHA256SUMS` beside ``archive`` gives it, or None (no such file, or not listed)."""
+    sums = archive.parent / CHECKSUMS
+    if not sums.is_file():
+        return None
+    for line in sums.read_text(encoding="utf-8", errors="replace").splitlines():
+        m = CHECKSUM_LINE.match(line.strip())
+        if m and Path(m.group(2)).name == archive.name:
+            return m.group(1).lower()
+    return None
+
+
+def verify_archive(src: Source, archive: Path, allow_unverified: bool = False) -> str:
+    """Check ``archive`` is the pinned commit's by what there is to check; returns what was checked, in words
+    ("" when there was nothing and ``allow_unverified`` let it through). Refuses any mismatch."""
+    checked = []
+    commit = tar_commit_id(archive)
+    if commit is not None:
+        if commit != src.commit:
+            raise NpuboxError(
+                f"source {src.name}: the archive {archive} was made from commit {commit} (git get-tar-commit-id), "
+                f"not the pinned {src.commit}: it was not built; replace it with the archive of {src.commit}"
+            )
+        checked.append("its commit id (git get-tar-commit-id)")
+    listed = listed_sha256(archive)
+    if listed is not None:
+        actual = sha256_file(archive)
+        if actual != listed:
+            raise NpuboxError(
+                f"source {src.name}: the archive {archive} has sha256 {actual}, and {archive.parent / CHECKSUMS} "
+                f"lists {listed}: it is corrupted or replaced; it was not built"
+            )
+        checked.append(f"its sha256 against {CHECKSUMS}")
+    if checked:
+        return " and ".join(checked)
+    if allow_unverified:
+        return ""
+    raise NpuboxError(
+        f"source {src.name}: the archive {archive} carries no commit id and no {CHECKSUMS} beside it lists it, "
+        f"so nothing shows it is commit {src.commit}; make it with `git archive` from a clone, add its line to "
+        f"{CHECKSUMS}, or build with --allow-unverified-sources (the image's labels then say so)"
+    )
+
+
+def export_source(
+    src: Source,
+    source_cache: Path | None,
+    out_dir: Path,
+    echo: Echo | None = _stderr_echo,
+    allow_unverified: bool = False,
+) -> tuple[Path, bool]:
+    """Write `<out_dir>/<name>.tar` holding the tree at the pinned commit under `<name>/` (or a copy of its
+    verified archive); returns it and whether it was verified."""
     located = locate(src, source_cache)
     out = out_dir / f"{src.name}.tar"
     if located.kind == "archive":
+        checked = verify_archive(src, located.path, allow_unverified)
+        if echo:
+            echo(
+                f"source {src.name}: {located.path.name} checked: {checked}"
+                if checked
+                else f"source {src.name}: {located.path.name} NOT verified (--allow-unverified-sources)"
+            )
         shutil.copy2(located.path, out_dir / located.path.name)
-        return out_dir / located.path.name
+        return out_dir / located.path.name, bool(checked)
     repo = located.path if located.kind == "repo" else fetch_mirror(src, echo=echo)
     check_commit_object(src, repo, located.where)
     proc = _git(["archive", "--format=tar", f"--prefix={src.name}/", "-o", str(out), src.commit], cwd=repo)
     if proc.returncode != 0:
         raise NpuboxError(f"source {src.name}: git archive of {src.commit} failed: {proc.stderr.strip()}")
-    return out
+    return out, True  # git archive of the commit object itself
