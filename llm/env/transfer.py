@@ -10,8 +10,10 @@ manifest exists only beside a complete archive. Import checks size and sha256 be
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import tarfile
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -123,11 +125,81 @@ def verify_archive(archive: Path, manifest: Manifest) -> None:
         )
 
 
+MAX_JSON_MEMBER = 4 << 20  # manifest.json, repositories, an image config: a few KiB each
+
+
+def _json_member(tar: tarfile.TarFile, name: str, archive: Path):
+    member = tar.getmember(name) if name in tar.getnames() else None
+    if member is None or not member.isfile() or member.size > MAX_JSON_MEMBER:
+        raise NpuboxError(f"the image archive {archive} has no {name} as `docker save` writes it; nothing was loaded")
+    raw = tar.extractfile(member).read()
+    try:
+        return raw, json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise NpuboxError(f"the image archive {archive}: its {name} is not JSON; nothing was loaded") from None
+
+
+def check_contents(archive: Path, manifest: Manifest) -> None:
+    """What `docker load` would do, read from the archive before it does it: one image, the manifest's, an
+    npubox image (its config carries the manifest's spec hash), tagged with the manifest's tag and no other;
+    and that tag, if it exists here, already names that image (a load never repoints someone's tag)."""
+    if manifest.archive != archive.name:
+        raise NpuboxError(
+            f"the manifest {manifest_path(archive)} is for {manifest.archive}, not {archive.name}; "
+            "keep the names export-image wrote, nothing was loaded"
+        )
+    try:
+        tar = tarfile.open(archive, "r:")  # plain tar only: export-image writes no compression (no gzip bomb)
+    except tarfile.TarError:
+        raise NpuboxError(
+            f"the image archive {archive} is not an uncompressed tar as `invoke export-image` writes; "
+            "nothing was loaded"
+        ) from None
+    with tar:
+        _, entries = _json_member(tar, "manifest.json", archive)
+        if not isinstance(entries, list) or len(entries) != 1 or not isinstance(entries[0], dict):
+            raise NpuboxError(f"the image archive {archive} holds {len(entries)} images, not one; nothing was loaded")
+        tags = entries[0].get("RepoTags") or []
+        if tags != [manifest.tag]:
+            raise NpuboxError(
+                f"the image archive {archive} would tag {tags}, but its manifest names {manifest.tag!r} alone; "
+                "nothing was loaded"
+            )
+        config_raw, config = _json_member(tar, str(entries[0].get("Config", "")), archive)
+        if "repositories" in tar.getnames():
+            _, repositories = _json_member(tar, "repositories", archive)
+            legacy = [f"{repo}:{tag}" for repo, by_tag in repositories.items() for tag in by_tag]
+            if legacy != [manifest.tag]:
+                raise NpuboxError(f"the image archive {archive} would tag {legacy} (repositories); nothing was loaded")
+    config_id = "sha256:" + hashlib.sha256(config_raw).hexdigest()
+    if config_id != manifest.image_id:
+        raise NpuboxError(
+            f"the image archive {archive} holds image {config_id}, but its manifest says {manifest.image_id}; "
+            "nothing was loaded"
+        )
+    labels = (config.get("config") or {}).get("Labels") or {}
+    if labels.get("npubox.spec-hash") != manifest.spec_hash:
+        raise NpuboxError(
+            f"the image in {archive} is not the npubox image its manifest describes (its npubox.spec-hash label is "
+            f"{labels.get('npubox.spec-hash')!r}, the manifest says {manifest.spec_hash!r}); nothing was loaded"
+        )
+    if image_exists(manifest.tag):
+        current = inspect_image(manifest.tag)["Id"]
+        if current != manifest.image_id:
+            raise NpuboxError(
+                f"loading {archive} would repoint the tag {manifest.tag} from image {current} to "
+                f"{manifest.image_id}: refused, nothing was loaded; if that tag is yours to replace, "
+                f"`docker rmi {manifest.tag}` first"
+            )
+
+
 def import_image(archive: Path) -> Manifest:
-    """Verify the archive against its manifest, `docker load` it, and check the loaded image's id."""
+    """Verify the archive against its manifest and what it holds, `docker load` it, and check the loaded
+    image's id."""
     archive = Path(archive)
     manifest = read_manifest(archive)
     verify_archive(archive, manifest)
+    check_contents(archive, manifest)
     docker(["load", "--input", str(archive)], what=f"loading {archive}")
     loaded_id = inspect_image(manifest.tag)["Id"] if image_exists(manifest.tag) else "absent"
     if loaded_id != manifest.image_id:

@@ -70,3 +70,94 @@ def test_down_of_no_such_container_says_so():
     proc = invoke("down", "--name", f"npubox-test-absent-{os.getpid()}")
     assert proc.returncode == 0
     assert "no such container" in proc.stderr
+
+
+# --- case 7: import-image ------------------------------------------------------------------------------
+
+
+def build_one_layer(tmp_path: Path, tag: str, label: str) -> str:
+    ctx = tmp_path / f"ctx-{label}"
+    ctx.mkdir()
+    (ctx / "f").write_text(label)
+    (ctx / "Dockerfile").write_text(f"FROM scratch\nCOPY f /f\nLABEL npubox.spec-hash={'cd' * 32} probe={label}\n")
+    build = subprocess.run(["docker", "build", "-q", "-t", tag, str(ctx)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    return image_id(tag)
+
+
+def image_id(tag: str) -> str:
+    proc = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", tag], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else "absent"
+
+
+def retagged_archive(tmp_path: Path, source_tag: str, new_tag: str) -> Path:
+    """`docker save` of ``source_tag`` with every tag in it rewritten to ``new_tag``, and a manifest that matches
+    it byte for byte: what a hostile archive looks like to size and sha256 checks."""
+    import hashlib
+    import io
+    import json
+    import tarfile
+
+    saved = tmp_path / "saved.tar"
+    subprocess.run(["docker", "save", "--output", str(saved), source_tag], check=True, capture_output=True)
+    repo, _, tag = new_tag.rpartition(":")
+    archive = tmp_path / "hostile.tar"
+    with tarfile.open(saved) as src, tarfile.open(archive, "w") as out:
+        for member in src.getmembers():
+            data = src.extractfile(member).read() if member.isfile() else None
+            if member.name == "manifest.json":
+                entries = json.loads(data)
+                entries[0]["RepoTags"] = [new_tag]
+                data = json.dumps(entries).encode()
+            elif member.name == "repositories":
+                data = json.dumps({repo: {tag: next(iter(next(iter(json.loads(data).values())).values()))}}).encode()
+            if data is not None:
+                member.size = len(data)
+            out.addfile(member, io.BytesIO(data) if data is not None else None)
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    manifest = dict(
+        env="cpu",
+        tag=new_tag,
+        image_id=image_id(source_tag),
+        spec_hash="cd" * 32,
+        archive=archive.name,
+        sha256=digest,
+        size=archive.stat().st_size,
+    )
+    (tmp_path / "hostile.manifest.json").write_text(json.dumps(manifest))
+    return archive
+
+
+def test_import_never_repoints_an_existing_tag(tmp_path):
+    victim = f"npubox-test/users-own:{os.getpid()}"
+    hostile = f"npubox-test/hostile-import:{os.getpid()}"
+    try:
+        victim_id = build_one_layer(tmp_path, victim, "users")
+        build_one_layer(tmp_path, hostile, "hostile")
+        archive = retagged_archive(tmp_path, hostile, victim)
+        subprocess.run(["docker", "rmi", hostile], check=True, capture_output=True)
+        proc = invoke("import-image", "--archive", str(archive))
+        assert proc.returncode != 0
+        assert f"would repoint the tag {victim} from image {victim_id} to " in proc.stderr
+        assert "docker load" not in proc.stderr
+        assert image_id(victim) == victim_id  # still the user's image
+    finally:
+        subprocess.run(["docker", "rmi", "--force", victim, hostile], capture_output=True)  # this test's images
+
+
+def test_import_refuses_an_archive_whose_tags_are_not_its_manifests(tmp_path):
+    import json
+
+    hostile = f"npubox-test/hostile-import:{os.getpid()}"
+    try:
+        build_one_layer(tmp_path, hostile, "hostile")
+        archive = retagged_archive(tmp_path, hostile, f"npubox-test/elsewhere:{os.getpid()}")
+        manifest = tmp_path / "hostile.manifest.json"
+        manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "tag": hostile}))
+        proc = invoke("import-image", "--archive", str(archive))
+        assert proc.returncode != 0
+        assert f"would tag ['npubox-test/elsewhere:{os.getpid()}'], but its manifest names '{hostile}'" in proc.stderr
+        assert "docker load" not in proc.stderr
+    finally:
+        elsewhere = f"npubox-test/elsewhere:{os.getpid()}"  # loaded only if the refusal regressed
+        subprocess.run(["docker", "rmi", "--force", hostile, elsewhere], capture_output=True)
