@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm.env.engine import Echo, _stderr_echo, docker, image_exists
+from llm.env.foreground import run_stoppable
 from llm.env.spec import LoadedSpec
 from llm.errors import NpuboxError
 from llm.workspace import DEFAULT_ROOT, SUBDIRS
@@ -283,8 +284,10 @@ def run(opts: RunOptions, command: list[str], *, interactive: bool = False, echo
             f"--name {opts.name}: a container of that name already exists; remove it (`invoke down --name "
             f"{opts.name}`, or `docker rm -f {opts.name}`) or choose another --name"
         )
-    args = ["run", "--rm", "--init", *(["-it"] if interactive else []), *sealed_flags(opts), opts.image, *command]
-    return docker(args, echo=echo, check=False).returncode
+    if interactive:  # the terminal is the container's: its Ctrl-C goes in through the TTY
+        args = ["run", "--rm", "--init", "-it", *sealed_flags(opts), opts.image, *command]
+        return docker(args, echo=echo, check=False).returncode
+    return run_stoppable(["--rm", "--init", *sealed_flags(opts), opts.image, *command], echo)
 
 
 def up(opts: RunOptions, echo: Echo | None = _stderr_echo) -> str:

@@ -260,7 +260,14 @@ def parse_lock(path: Path) -> list[LockEntry]:
     """Read a lock with hashes (pip-compile / uv pip compile): `name==version \\` then `--hash=sha256:...` lines."""
     entries: list[LockEntry] = []
     current: LockEntry | None = None
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise NpuboxError(
+            f"{path}: not a lock file (not UTF-8 text: byte {e.start} is 0x{e.object[e.start]:02x}); "
+            "write it again with `invoke lock`"
+        ) from None
+    for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip().rstrip("\\").strip()
         if not line:
             continue

@@ -155,8 +155,15 @@ def _rows(lines: list[str], index: list[int], width: int) -> Iterator[tuple[int,
 
 
 def _lines(path: Path) -> list[str]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        return f.readlines()
+    """The file's lines, UTF-8 with or without a BOM (a BOM is not part of the first row)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return f.readlines()
+    except UnicodeDecodeError as e:
+        raise NpuboxError(
+            f"{path}: not UTF-8 (byte {e.start} is 0x{e.object[e.start]:02x}); the benchmark files are UTF-8: "
+            f"convert it, e.g. `iconv -f GBK -t UTF-8 {path.name} > fixed && mv fixed {path.name}`"
+        ) from None
 
 
 def _read_choice_rows(
@@ -227,25 +234,24 @@ def _load_choice_task(task: str, data_path: Path, split: str, read, shots: int, 
 
 def _read_boolq(path: Path, problems: Problems) -> list[Example]:
     out = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError:
-                problems.add(MALFORMED, where)
-                continue
-            if not isinstance(doc, dict) or not all(
-                isinstance(doc.get(k), str) and doc[k].strip() for k in ("question", "passage")
-            ):
-                problems.add(MALFORMED, where)
-                continue
-            if not isinstance(doc.get("answer"), bool):
-                problems.add(BAD_ANSWER, where)
-                continue
-            out.append(Example("boolq", doc["question"], (), int(doc["answer"]), where, passage=doc["passage"]))
+    for line_no, line in enumerate(_lines(path), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_no}"
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError:
+            problems.add(MALFORMED, where)
+            continue
+        if not isinstance(doc, dict) or not all(
+            isinstance(doc.get(k), str) and doc[k].strip() for k in ("question", "passage")
+        ):
+            problems.add(MALFORMED, where)
+            continue
+        if not isinstance(doc.get("answer"), bool):
+            problems.add(BAD_ANSWER, where)
+            continue
+        out.append(Example("boolq", doc["question"], (), int(doc["answer"]), where, passage=doc["passage"]))
     return out
 
 

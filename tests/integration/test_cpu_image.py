@@ -45,7 +45,7 @@ def test_site_settings_are_not_in_the_image(cpu_image):
 
 def test_invoke_run_env_in_a_sealed_container(cpu_image, workspace):
     proc = invoke("run", "--phase", "env", "--workspace", str(workspace), check=True)
-    assert "docker run --rm --init --network none --read-only" in proc.stderr  # the full command is echoed
+    assert " --rm --init --network none --read-only" in proc.stderr  # the full command is echoed
     proc = subprocess.run(
         ["docker", "run", "--rm", "--network", "none", cpu_image, "python", "-m", "llm", "env", "--json"],
         capture_output=True,

@@ -18,7 +18,7 @@ def pipeline_workspace(cpu_image, tmp_path_factory):
 
 def test_whole_pipeline_runs_sealed_and_summarises(pipeline_workspace):
     ws, proc = pipeline_workspace
-    assert "docker run --rm --init --network none --read-only" in proc.stderr
+    assert "docker run --cidfile " in proc.stderr and " --rm --init --network none --read-only" in proc.stderr
     summary = proc.stdout[proc.stdout.index("npubox pipeline: tiny") :]
     for phase in (
         "sample",
@@ -178,3 +178,42 @@ def test_killing_one_node_stops_the_other_naming_the_lost_rank(pipeline_workspac
     assert nodes[0].returncode != 0
     assert time.monotonic() - killed_at < 120
     assert "lost rank" in out and ("2" in out.split("lost rank", 1)[1][:20] or "3" in out.split("lost rank", 1)[1][:20])
+
+
+@pytest.mark.security
+def test_sigterm_to_invoke_run_stops_its_container_after_pretrain_saves(pipeline_workspace):
+    """Issue 19, case 6: a stopped `invoke run` leaves no container writing into the workspace."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import REPO
+
+    ws, _ = pipeline_workspace
+    name = f"npubox-test-sigterm-{os.getpid()}"
+    metrics = ws / "logs/sigterm.jsonl"
+    argv = [sys.executable, "-m", "invoke", "run", "--model", "tiny", "--phase", "pretrain", "--workspace", str(ws)]
+    argv += ["--name", name, "--", "--train-iters", "100000", "--save", "/workspace/checkpoints/tiny/sigterm"]
+    argv += ["--metrics", "/workspace/logs/sigterm.jsonl", "--no-progress"]
+    run = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (metrics.is_file() and '"loss"' in metrics.read_text()):
+            assert run.poll() is None, run.communicate()[1][-3000:]
+            time.sleep(0.5)
+        run.send_signal(signal.SIGTERM)
+        out, err = run.communicate(timeout=200)
+        left = subprocess.run(
+            ["docker", "ps", "--all", "--quiet", "--filter", f"name=^{name}$"], capture_output=True, text=True
+        )
+    finally:
+        if run.poll() is None:
+            run.kill()  # the invoke this test started
+        subprocess.run(["docker", "rm", "--force", name], capture_output=True)  # its container, if it regressed
+    assert run.returncode == 143, err[-3000:]
+    assert left.stdout.strip() == ""  # the container is gone
+    assert "SIGTERM: stopping the container" in err
+    saved = int((ws / "checkpoints/tiny/sigterm/latest_checkpointed_iteration.txt").read_text())
+    assert f"SIGTERM received; iteration {saved} is saved in /workspace/checkpoints/tiny/sigterm" in out + err

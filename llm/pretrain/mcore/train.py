@@ -16,6 +16,7 @@ from llm.accel import Accelerator, detect
 from llm.errors import NpuboxError
 from llm.pretrain.config import PretrainConfig, parse_config
 from llm.pretrain.mcore import training_state
+from llm.pretrain.mcore.stop_signal import StopSignal, Terminated
 from llm.target_lock import save_lock
 
 
@@ -30,6 +31,8 @@ def main(argv: list[str]) -> int:
         dist = init_distributed(cfg.tp, cfg.pp, accel)
         try:
             train(cfg, accel, dist)
+        except Terminated:
+            return Terminated.EXIT_CODE
         except NpuboxError:
             raise
         except Exception:  # a collective failed: a lost peer? then the watchdog exits naming its ranks
@@ -167,53 +170,62 @@ def train(cfg: PretrainConfig, accel: Accelerator, dist) -> None:
         )
 
     try:
-        for iteration in range(start + 1, cfg.train_iters + 1):
-            t0 = time.perf_counter()
-            ddp.zero_grad_buffer()
-            optimizer.zero_grad()
-            losses = forward_backward(
-                forward_step_func=forward_step,
-                data_iterator=batches,
-                model=[ddp],
-                num_microbatches=num_microbatches,
-                seq_length=cfg.seq_length,
-                micro_batch_size=cfg.micro_batch_size,
-                forward_only=False,
-            )
-            lr = optimizer.param_groups[0]["lr"]  # the rate this step applies
-            _ok, grad_norm, _zeros = optimizer.step()
-            scheduler.step(increment=1)
-            consumed += cfg.global_batch_size
-            loss = mean_loss(losses, device)
-            accel.synchronize()
-            step_time = time.perf_counter() - t0
-            if log is not None:
-                log.log(
-                    step_metrics(
-                        iteration,
-                        loss,
-                        lr,
-                        grad_norm,
-                        step_time,
-                        tokens_per_step,
-                        flops,
-                        dist.world_size,
-                        accel.peak_tflops,
-                        consumed,
+        with StopSignal() as signalled:
+            for iteration in range(start + 1, cfg.train_iters + 1):
+                t0 = time.perf_counter()
+                ddp.zero_grad_buffer()
+                optimizer.zero_grad()
+                losses = forward_backward(
+                    forward_step_func=forward_step,
+                    data_iterator=batches,
+                    model=[ddp],
+                    num_microbatches=num_microbatches,
+                    seq_length=cfg.seq_length,
+                    micro_batch_size=cfg.micro_batch_size,
+                    forward_only=False,
+                )
+                lr = optimizer.param_groups[0]["lr"]  # the rate this step applies
+                _ok, grad_norm, _zeros = optimizer.step()
+                scheduler.step(increment=1)
+                consumed += cfg.global_batch_size
+                loss = mean_loss(losses, device)
+                accel.synchronize()
+                step_time = time.perf_counter() - t0
+                if log is not None:
+                    log.log(
+                        step_metrics(
+                            iteration,
+                            loss,
+                            lr,
+                            grad_norm,
+                            step_time,
+                            tokens_per_step,
+                            flops,
+                            dist.world_size,
+                            accel.peak_tflops,
+                            consumed,
+                        )
                     )
-                )
 
-            stop = cfg.exit_interval is not None and iteration % cfg.exit_interval == 0
-            if cfg.save and (iteration % cfg.save_interval == 0 or iteration == cfg.train_iters or stop):
-                training_state.save(
-                    cfg, recipe, dist, accel, model, optimizer, scheduler, iteration, consumed, use_dist_opt
-                )
-                if log is not None:
-                    log.print(f"saved iteration {iteration} to {cfg.save}")
-            if stop:
-                if log is not None:
-                    log.print(f"stopping at iteration {iteration} (--exit-interval {cfg.exit_interval})")
-                break
+                stop = cfg.exit_interval is not None and iteration % cfg.exit_interval == 0
+                terminated = signalled.agreed(device)  # all ranks: any of them sent SIGTERM?
+                if cfg.save and (
+                    iteration % cfg.save_interval == 0 or iteration == cfg.train_iters or stop or terminated
+                ):
+                    training_state.save(
+                        cfg, recipe, dist, accel, model, optimizer, scheduler, iteration, consumed, use_dist_opt
+                    )
+                    if log is not None:
+                        log.print(f"saved iteration {iteration} to {cfg.save}")
+                if stop:
+                    if log is not None:
+                        log.print(f"stopping at iteration {iteration} (--exit-interval {cfg.exit_interval})")
+                    break
+                if terminated:
+                    if log is not None:
+                        kept = f"iteration {iteration} is saved in {cfg.save}" if cfg.save else "no --save: none kept"
+                        log.print(f"stopping at iteration {iteration}: SIGTERM received; {kept}")
+                    raise Terminated(iteration)
     finally:
         if log is not None:
             log.close()
