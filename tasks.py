@@ -33,6 +33,17 @@ def friendly(fn):
     return wrapper
 
 
+def args_after_dashes(c) -> list[str]:
+    """The arguments after ``--``, exactly as the shell passed them: invoke's ``c.remainder`` joins them with
+    spaces, which loses their quoting (``-- --save 'my dir'``, ``-- --verify "it's"``)."""
+    if "--" in sys.argv:
+        return sys.argv[sys.argv.index("--") + 1 :]
+    try:
+        return shlex.split(c.remainder) if c.remainder else []
+    except ValueError as e:
+        raise NpuboxError(f"the arguments after -- ({c.remainder!r}) cannot be split: {e}") from None
+
+
 def _table(rows, headers):
     from rich.console import Console
     from rich.table import Table
@@ -170,7 +181,7 @@ def run(
     """Run `python -m llm <phase> --model <model>` in a sealed one-off container. Extra phase args go after `--`.
 
     With --nnodes/--nproc the phase runs under `python -m llm launch` (torchrun)."""
-    extra = shlex.split(c.remainder) if c.remainder else []
+    extra = args_after_dashes(c)
     launch = None
     if int(nnodes) > 1 or nproc:
         launch = commands.Launch(
@@ -218,7 +229,7 @@ def manifest(
     output=None,
 ):
     """Render a MindCluster AscendJob, a Kubeflow PyTorchJob or an sbatch script for the same run."""
-    extra = shlex.split(c.remainder) if c.remainder else []
+    extra = args_after_dashes(c)
     text = commands.manifest(
         env, target, int(nodes), model, phase, int(devices_per_node) if devices_per_node else None, extra, workspace
     )
@@ -284,7 +295,7 @@ def ps(c):
 @friendly
 def check(c, env="cpu", image=None, twin=None):
     """testinfra: check that a fresh container of the image is exactly what the spec says (tests/infra)."""
-    extra = shlex.split(c.remainder) if c.remainder else []
+    extra = args_after_dashes(c)
     code = commands.check(env, image=image, extra=extra, twin=twin)
     if code:
         raise Exit(f"error: env {env} image does not match its spec (see the failures above)", code=code)

@@ -18,7 +18,8 @@ from llm.env.spec import LoadedSpec
 
 
 def _build_args(ctx: BuildContext, tag: str, target: str | None = None) -> list[str]:
-    args = ["build", "--network", "none", "--tag", tag, "--file", str(ctx.path / "Dockerfile")]
+    # --force-rm: a failed step leaves no exited container behind (the legacy builder keeps it by default)
+    args = ["build", "--force-rm", "--network", "none", "--tag", tag, "--file", str(ctx.path / "Dockerfile")]
     if target:
         args += ["--target", target]
     for key, value in ctx.build_args.items():

@@ -161,3 +161,23 @@ def test_import_refuses_an_archive_whose_tags_are_not_its_manifests(tmp_path):
     finally:
         elsewhere = f"npubox-test/elsewhere:{os.getpid()}"  # loaded only if the refusal regressed
         subprocess.run(["docker", "rmi", "--force", hostile, elsewhere], capture_output=True)
+
+
+def test_a_failed_build_step_leaves_no_container(tmp_path):
+    from llm.env.context import BuildContext
+    from llm.env.image import _build_args
+
+    step = f"/no/such/program-{os.getpid()}"
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "Dockerfile").write_text(f"FROM scratch\nCOPY f /f\nRUN {step}\n")
+    tag = f"npubox-test/failing-build:{os.getpid()}"
+    proc = subprocess.run(
+        ["docker", *_build_args(BuildContext(tmp_path, {}), tag), str(tmp_path)], capture_output=True, text=True
+    )
+    listing = subprocess.run(
+        ["docker", "ps", "--all", "--no-trunc", "--format", "{{.ID}} {{.Command}}"], capture_output=True, text=True
+    ).stdout
+    left = [line.split()[0] for line in listing.splitlines() if step in line]  # only this build's step
+    subprocess.run(["docker", "rm", "--force", *left], capture_output=True)
+    assert proc.returncode != 0
+    assert left == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,3 +54,29 @@ def test_the_readme_says_how_many_layers_tiny_has():
     readme = (REPO / "README.md").read_text()
     said = set(re.findall(r"`tiny`[^\n]*?(\d+) layers", readme))
     assert said == {str(layers)}, said
+
+
+def test_arguments_after_dashes_keep_their_quoting():
+    """`-- --save 'my dir' --note "it's"`: one argument each, as the shell passed them (invoke's remainder joins
+    them with spaces); a pod's command hands them on quoted."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "invoke", "manifest", "--env", "cpu", "--target", "pytorchjob", "--nodes", "1"]
+        + ["--", "--save", "my dir", "--note", "it's"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    import yaml
+
+    doc = yaml.safe_load(proc.stdout)
+    command = doc["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"][2]
+    expanded = subprocess.run(
+        ["bash", "-c", "printf '%s\\n' " + command.removeprefix("exec ")],
+        env={"PATH": "/usr/bin:/bin", "RANK": "0", "MASTER_ADDR": "head", "MASTER_PORT": "29500"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert expanded[-4:] == ["--save", "my dir", "--note", "it's"]
