@@ -147,6 +147,12 @@ def prepare_workspace(path: Path, uid: int | None = None) -> Path:
                 "the image's npubox user) or name a folder that does not exist yet, which npubox creates for that user"
             )
         for sub in SUBDIRS:
+            if (resolved / sub).is_symlink():
+                raise NpuboxError(
+                    f"--workspace {path}: {resolved / sub} is a symbolic link (to {os.readlink(resolved / sub)}); "
+                    f"the container mounts the workspace folder alone, where that link leads nowhere: make {sub} a "
+                    "folder inside the workspace (move what it points to there)"
+                )
             if not (resolved / sub).exists():
                 created.append(_make_dir(resolved, sub))
         if uid == 0:  # root made them: they go to whoever the container runs as

@@ -15,6 +15,7 @@ import argparse
 import errno
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -129,6 +130,14 @@ def resolve_defaults(args: argparse.Namespace) -> None:
         raise NpuboxError(f"{', '.join(missing)} not given; pass them, or --model M to use the workspace defaults")
     if args.workers < 1:
         raise NpuboxError(f"--workers is {args.workers}; expected 1 or more")
+    if args.workers > default_workers():
+        # More tokenizer threads than cores only contend: 10000 on 2 cores ran about 1000 times slower.
+        print(
+            f"preprocess: --workers {args.workers} is more than the {default_workers()} cores this process may use; "
+            f"using {default_workers()}",
+            file=sys.stderr,
+        )
+        args.workers = default_workers()
     if args.seq_length is not None and args.seq_length < 2:
         raise NpuboxError(f"--seq-length is {args.seq_length}; expected 2 or more")
     if not args.max_document_mb > 0:

@@ -80,3 +80,13 @@ def test_arguments_after_dashes_keep_their_quoting():
         check=True,
     ).stdout.splitlines()
     assert expanded[-4:] == ["--save", "my dir", "--note", "it's"]
+
+
+def test_preprocess_workers_are_capped_at_the_cores_it_may_use(capsys):
+    from llm.preprocess import build_parser, default_workers, resolve_defaults
+
+    args = build_parser().parse_args(["--input", "x.jsonl", "--tokenizer", "t", "--output-prefix", "o"])
+    args.workers = 10000
+    resolve_defaults(args)
+    assert args.workers == default_workers()
+    assert f"--workers 10000 is more than the {default_workers()} cores this process may use" in capsys.readouterr().err

@@ -258,3 +258,20 @@ def test_an_image_without_python_is_refused_before_the_phase_runs(monkeypatch):
     [probe] = fake.calls  # one sealed probe, nothing else
     assert probe[:2] == ["run", "--rm"] and "--network" in probe and "none" in probe and "--cap-drop" in probe
     assert probe[probe.index("--user") + 1] == f"{IMAGE_UID}:{IMAGE_UID}"
+
+
+@pytest.mark.parametrize("target", ["elsewhere", "missing"])
+def test_a_workspace_subfolder_that_is_a_link_is_refused_naming_it(tmp_path, target):
+    """Rough edge of issue 19: the container sees the workspace alone, where a link out leads nowhere."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    if os.getuid() == 0:
+        os.chown(ws, IMAGE_UID, IMAGE_UID)  # a user's workspace (a root-owned one is refused before this check)
+    outside = tmp_path / "elsewhere"
+    if target == "elsewhere":
+        outside.mkdir()
+    (ws / "models").symlink_to(outside)
+    with pytest.raises(NpuboxError) as e:
+        prepare_workspace(ws)
+    assert f"{ws}/models is a symbolic link (to {outside})" in str(e.value)
+    assert (ws / "models").is_symlink()  # left as it was
