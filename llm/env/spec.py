@@ -142,8 +142,8 @@ class Spec(Strict):
     cann: Cann | None = Field(default=None, validate_default=True)  # validated against `accelerator`
     sources: list[Source] = Field(default_factory=list)
     # The training engine: our loop on megatron-core, or the stack's own MindSpeed-LLM / ModelLink
-    # (its pretrain_gpt.py from the pinned source).
-    engine: Literal["mcore", "mindspeed-llm"] = Field(default="mcore", validate_default=True)
+    # (its pretrain_gpt.py from the pinned source), or MindFormers (its trainer script under msrun).
+    engine: Literal["mcore", "mindspeed-llm", "mindformers"] = Field(default="mcore", validate_default=True)
     env: dict[str, str] = Field(default_factory=dict)
     shm_size: str = "1g"
     models: list[str] = Field(min_length=1)
@@ -242,6 +242,12 @@ class Spec(Strict):
             names = {s.name for s in info.data.get("sources") or []}
             if "sources" in info.data and not names & set(ENGINE_SOURCES):
                 raise ValueError(f"a source named {' or '.join(ENGINE_SOURCES)} for engine mindspeed-llm")
+        if v == "mindformers":
+            if info.data.get("accelerator") not in ("npu", None):
+                raise ValueError("engine mcore for a cpu or cuda stack (mindformers runs on Ascend NPUs)")
+            names = {s.name for s in info.data.get("sources") or []}
+            if "sources" in info.data and "mindformers" not in names:
+                raise ValueError("a source named mindformers for engine mindformers")
         return v
 
 
