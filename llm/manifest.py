@@ -63,10 +63,11 @@ def _pod_template(
     workspace_claim: str,
     labels: dict,
     accelerator: str,
+    ascend_env: bool,
     port: dict | None,
 ) -> dict:
     env = [{"name": "NPUBOX_WORKSPACE", "value": WORKSPACE}]
-    if port and accelerator == "npu":  # the AscendJob (the only job with a named port)
+    if ascend_env:
         # ascend-docker-runtime mounts the cards the device plugin allocated (named in this annotation).
         env.append(
             {
@@ -120,6 +121,7 @@ def render_ascendjob(
         workspace_claim,
         labels,
         "npu",
+        ascend_env=True,
         port={"containerPort": 2222, "name": "ascendjob-port"},
     )
     doc = {
@@ -148,7 +150,9 @@ def render_pytorchjob(
 ) -> str:
     name = job_name(model, phase)
     command = launch_command(model, phase, nodes, extra_args, "${RANK}", "${MASTER_ADDR}", "${MASTER_PORT}")
-    template = _pod_template("pytorch", image, command, devices, workspace_claim, {"app": name}, accelerator, port=None)
+    template = _pod_template(
+        "pytorch", image, command, devices, workspace_claim, {"app": name}, accelerator, ascend_env=False, port=None
+    )
     doc = {
         "apiVersion": "kubeflow.org/v1",
         "kind": "PyTorchJob",

@@ -89,9 +89,12 @@ def fetch_wheels(loaded: LoadedSpec, plan: BuildPlan, echo: Echo | None = _stder
     wanted = {h.removeprefix("sha256:") for e in loaded.lock for h in e.hashes}
     with tempfile.TemporaryDirectory(prefix=f".{cache.name}.{MARKER}", suffix=".tmp", dir=cache.parent) as tmp:
         out = Path(tmp)
+        linked: dict[Path, tuple[Path, str]] = {}  # scratch name -> (the cached file, its sha256)
         for path in _cached_files(cache):
-            if sha256_file(path) in wanted and not (out / path.name).exists():
+            digest = sha256_file(path)
+            if digest in wanted and not (out / path.name).exists():
                 _place(path, out / path.name)
+                linked[out / path.name] = (path, digest)
         common = [
             "download",
             "--no-deps",
@@ -126,7 +129,14 @@ def fetch_wheels(loaded: LoadedSpec, plan: BuildPlan, echo: Echo | None = _stder
                     "index settings (pip config list) or give a folder of wheels with --wheelhouse; "
                     f"nothing in {cache} was changed"
                 )
-        found = {sha256_file(f): keep_in_cache(f, cache) for f in sorted(out.iterdir()) if f.is_file()}
+        found: dict[str, Path] = {}
+        for f in sorted(p for p in out.iterdir() if p.is_file()):
+            cached, digest = linked.get(f, (None, ""))
+            if cached is not None and os.path.samefile(cached, f):
+                found[digest] = cached  # a cached file pip took as downloaded: hashed once, above
+            else:
+                digest = sha256_file(f)
+                found[digest] = keep_in_cache(f, cache, digest)
     absent = [e.name for e in loaded.lock if not found.keys() & {h.removeprefix("sha256:") for h in e.hashes}]
     if absent:
         raise NpuboxError(f"no file for {', '.join(absent)} of {loaded.lock_path.name} after pip download")
@@ -142,12 +152,11 @@ def _cached_files(cache: Path) -> list[Path]:
     ]
 
 
-def keep_in_cache(verified: Path, cache: Path) -> Path:
+def keep_in_cache(verified: Path, cache: Path, digest: str) -> Path:
     """Move a file pip verified into ``cache`` under its own name, unless the cache already holds that name: the
     same bytes are then used as they are, and other bytes of that name (another lock's file) are left alone while
-    this one goes to ``cache/sha256/<digest>/``."""
+    this one goes to ``cache/sha256/<digest>/``. ``digest``: the verified file's sha256."""
     target = cache / verified.name
-    digest = sha256_file(verified)
     if target.is_file() and sha256_file(target) == digest:
         return target
     if target.exists() or target.is_symlink():
