@@ -215,6 +215,24 @@ def make_args(
     return args
 
 
+SHAPE_ARGS = ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups")
+
+
+def check_args_fit(where: Path | str, args: argparse.Namespace | None, recipe) -> None:
+    """Refuse a checkpoint whose saved ``args`` give the model another shape than ``recipe``: one sentence naming the
+    first field that differs, before any tensor is read (convert and eval both ask). No ``args``: nothing to check."""
+    if args is None:
+        return
+    a = recipe.architecture
+    for name in SHAPE_ARGS:
+        want = getattr(a, name)
+        have = getattr(args, name, want)
+        if name == "num_query_groups" and not getattr(args, "group_query_attention", True):
+            have = getattr(args, "num_attention_heads", want)  # Megatron leaves num_query_groups unset without GQA
+        if have != want:
+            raise NpuboxError(f"{where}: checkpoint args {name}={have}, recipe {recipe.name} has {want}")
+
+
 def layers_per_stage(num_layers: int, pp: int, num_layer_list: list[int] | None = None) -> list[int]:
     """How many transformer layers each pipeline stage holds: even split, or ``num_layer_list``."""
     if num_layer_list:

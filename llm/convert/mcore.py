@@ -177,26 +177,9 @@ class McoreSource:
         first = checkpoint.load_rank(self.dir, self.iteration, 0, 0, self.pp, safe_globals=self._globals)
         args = first.get("args")
         a = recipe.architecture
-        if args is not None:
-            expected = dict(
-                num_layers=a.num_layers,
-                hidden_size=a.hidden_size,
-                ffn_hidden_size=a.ffn_hidden_size,
-                num_attention_heads=a.num_attention_heads,
-                num_query_groups=a.num_query_groups,
-            )
-            for field_name, want in expected.items():
-                have = getattr(args, field_name, want)
-                if field_name == "num_query_groups" and not getattr(args, "group_query_attention", True):
-                    have = getattr(args, "num_attention_heads", want)
-                if have != want:
-                    raise NpuboxError(
-                        f"{self.dir}: checkpoint args {field_name}={have}, recipe {recipe.name} has {want}"
-                    )
-            lst = getattr(args, "num_layer_list", None)
-            lst = [int(x) for x in str(lst).split(",")] if lst else None
-        else:
-            lst = None
+        checkpoint.check_args_fit(self.dir, args, recipe)
+        lst = getattr(args, "num_layer_list", None)
+        lst = [int(x) for x in str(lst).split(",")] if lst else None
         self.layers_per_stage = checkpoint.layers_per_stage(a.num_layers, self.pp, lst)
         layout = detect_layout(first["model"])
         if layout is None:

@@ -15,6 +15,20 @@ from typing import Any
 from llm.errors import NpuboxError
 
 
+def check_tensor_shapes(path: Path, found: dict[str, Any], wanted: dict[str, Any], what: str) -> None:
+    """Refuse a rank file whose tensors have other shapes than the model built for them (torch's load_state_dict
+    would raise a page of size mismatches): the first one named, with both shapes."""
+    wrong = [
+        (key, list(value.shape), list(wanted[key].shape))
+        for key, value in found.items()
+        if key in wanted and hasattr(value, "shape") and tuple(value.shape) != tuple(wanted[key].shape)
+    ]
+    if wrong:
+        key, have, want = wrong[0]
+        more = f" (and {len(wrong) - 1} more tensors)" if len(wrong) > 1 else ""
+        raise NpuboxError(f"{path}: tensor {key!r} has shape {have}, {what} expects {want}{more}")
+
+
 class MegatronEngine:
     def __init__(self, load_dir: Path | str, model: str | None = None, dtype: str = "float32"):
         from llm import accel as accel_mod
@@ -48,9 +62,12 @@ class MegatronEngine:
         if not name:
             raise NpuboxError(f"--load {self.load_dir}: its args do not name the model; pass --model <recipe>")
         self.recipe = load_recipe(name)
+        checkpoint.check_args_fit(self.load_dir, state.get("args"), self.recipe)  # as convert checks it
         self.tp = tp
         self.device = accel.device(self.dist.local_rank)
         self.net = model_mod.build_gpt_model(self.recipe, tp=tp, pp=1, dtype=getattr(torch, dtype), accel=accel)
+        path = checkpoint.rank_file(self.load_dir, self.iteration, self.dist.tp_rank, 0, 1)
+        check_tensor_shapes(path, state["model"], self.net.state_dict(), f"recipe {name} at tp={tp}")
         missing, unexpected = self.net.load_state_dict(state["model"], strict=False)
         missing = [k for k in missing if not k.endswith("_extra_state")]
         unexpected = [k for k in unexpected if not k.endswith("_extra_state")]

@@ -90,3 +90,67 @@ def test_preprocess_workers_are_capped_at_the_cores_it_may_use(capsys):
     resolve_defaults(args)
     assert args.workers == default_workers()
     assert f"--workers 10000 is more than the {default_workers()} cores this process may use" in capsys.readouterr().err
+
+
+# --- eval --load of a checkpoint with other shapes: the sentence convert gives, not torch's size-mismatch page ------
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    pytest.importorskip("megatron.core")
+    from _convert_fixtures import make_hf
+    from llm.convert import main as convert
+    from llm.eval import sample_sets
+
+    root = tmp_path_factory.mktemp("shapes")
+    hf = make_hf(root, "tiny")
+    sample_sets.write_sample_sets(root / "eval")
+    argv = ["--model", "tiny", "--from", "hf", "--load-dir", str(hf), "--save-dir", str(root / "mcore")]
+    assert convert([*argv, "--tp", "1", "--pp", "1"]) == 0
+    return root
+
+
+def _eval_and_convert_back(root: Path, load: Path, model: str) -> tuple[subprocess.CompletedProcess, ...]:
+    """`llm eval --load` and `llm convert --from mcore` of the same checkpoint, each in its own process."""
+    common = ["--model", model]
+    runs = (
+        ["eval", *common, "--task", "boolq", "--data-path", str(root / "eval" / "boolq"), "--load", str(load)]
+        + ["--tokenizer", str(root / "tiny" / "hf"), "--output", str(root / "out.json")],
+        ["convert", *common, "--from", "mcore", "--to", "hf", "--load-dir", str(load), "--save-dir", str(root / "b")],
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "NPUBOX_DEVICE": "cpu"}
+    return tuple(
+        subprocess.run([sys.executable, "-m", "llm", *argv], cwd=REPO, env=env, capture_output=True, text=True)
+        for argv in runs
+    )
+
+
+def test_eval_refuses_a_checkpoint_of_another_recipe_as_convert_does(tiny_checkpoint):
+    """tiny's checkpoint (2 query groups) read as tiny-qwen (4): the same keys, other QKV shapes."""
+    load = tiny_checkpoint / "mcore"
+    evaluated, converted = _eval_and_convert_back(tiny_checkpoint, load, "tiny-qwen")
+    said = f"error: {load}: checkpoint args num_query_groups=2, recipe tiny-qwen has 4"
+    assert converted.returncode == 1 and converted.stderr.strip().endswith(said), converted.stderr[-2000:]
+    assert evaluated.returncode == 1 and evaluated.stderr.strip().endswith(said), evaluated.stderr[-2000:]
+    assert "Traceback" not in evaluated.stderr and "size mismatch" not in evaluated.stderr
+
+
+def test_eval_names_a_tensor_whose_shape_the_args_do_not_explain(tiny_checkpoint, tmp_path):
+    import shutil
+
+    import torch
+
+    load = tmp_path / "cut"
+    shutil.copytree(tiny_checkpoint / "mcore", load)
+    rank = load / "iter_0000001" / "mp_rank_00" / "model_optim_rng.pt"
+    state = torch.load(rank, weights_only=False)
+    state["model"]["decoder.final_layernorm.weight"] = torch.ones(32)  # the recipe's hidden size is 64
+    torch.save(state, rank)
+    evaluated, converted = _eval_and_convert_back(tiny_checkpoint, load, "tiny")
+    assert converted.returncode == 1
+    assert f"error: {load}: tensor final_ln has TP rank blocks [32]; recipe tiny expects [64]" in converted.stderr
+    assert evaluated.returncode == 1, evaluated.stderr[-2000:]
+    assert evaluated.stderr.strip().endswith(
+        f"error: {rank}: tensor 'decoder.final_layernorm.weight' has shape [32], recipe tiny at tp=1 expects [64]"
+    ), evaluated.stderr[-2000:]
+    assert "Traceback" not in evaluated.stderr
