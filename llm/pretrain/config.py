@@ -202,8 +202,22 @@ def check_resume(load: str, cfg_values: dict) -> None:
         )
 
 
+def check_dataset(prefix: str, model: str) -> None:
+    """Refuse a ``--data-path`` prefix that is not a whole Megatron indexed dataset (both files, agreeing): every
+    engine checks the prefixes it trains on with this, before anything starts."""
+    if not Path(f"{prefix}.idx").is_file() or not Path(f"{prefix}.bin").is_file():
+        raise NpuboxError(
+            f"--data-path {prefix}: {prefix}.bin/.idx not found; expected a Megatron indexed dataset "
+            f"(make one with `python -m llm preprocess --model {model}`)"
+        )
+    from llm.indexed_dataset import check_indexed_dataset
+
+    check_indexed_dataset(prefix)
+
+
 def config_from_args(ns: argparse.Namespace, workspace: Workspace | None = None) -> PretrainConfig:
-    """Fill what the command line left out from the recipe and the workspace layout."""
+    """Fill what the command line left out from the recipe and the workspace layout. The dataset is the engine's to
+    check (:func:`check_dataset`): the mindspeed-llm engine's may come after ``--``."""
     recipe: Recipe = load_recipe(ns.model)
     ws = workspace or Workspace.from_env()
     par = recipe.defaults("pretrain")
@@ -236,14 +250,6 @@ def config_from_args(ns: argparse.Namespace, workspace: Workspace | None = None)
             f"({recipe.architecture.max_position_embeddings})"
         )
     data_path = ns.data_path or str(ws.text_dataset(ns.model))
-    if not Path(f"{data_path}.idx").is_file() or not Path(f"{data_path}.bin").is_file():
-        raise NpuboxError(
-            f"--data-path {data_path}: {data_path}.bin/.idx not found; expected a Megatron indexed dataset "
-            f"(make one with `python -m llm preprocess --model {ns.model}`)"
-        )
-    from llm.indexed_dataset import check_indexed_dataset
-
-    check_indexed_dataset(data_path)
     save = ns.save or str(ws.pretrain_dir(ns.model))
     load = ns.load
     if load is None:
@@ -298,4 +304,7 @@ def config_from_args(ns: argparse.Namespace, workspace: Workspace | None = None)
 
 
 def parse_config(argv: list[str], workspace: Workspace | None = None) -> PretrainConfig:
-    return config_from_args(build_parser().parse_args(argv), workspace)
+    """The mcore engine's config, its dataset checked."""
+    cfg = config_from_args(build_parser().parse_args(argv), workspace)
+    check_dataset(cfg.data_path, cfg.model)
+    return cfg

@@ -21,7 +21,7 @@ import os
 import shlex
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from llm.errors import NpuboxError
@@ -63,6 +63,7 @@ class EnginePlan:
     world_size: int
     recipe: object
     cfg: object
+    missing: list[str] = field(default_factory=list)  # what the run lacks, one sentence each (a dry run says so)
 
     @property
     def program(self) -> Path:
@@ -110,10 +111,44 @@ def split_extra(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv, []
 
 
+def data_prefixes(values: tuple[str, ...]) -> list[str]:
+    """The dataset prefixes of Megatron's ``--data-path``: ``PREFIX ...``, or ``WEIGHT PREFIX WEIGHT PREFIX ...`` when
+    an even count's every other value is a number (``get_blend_from_list`` in Megatron-LM's
+    megatron/core/datasets/utils.py, core_r0.8.0 and core_v0.12.1)."""
+    if not values:
+        raise NpuboxError("--data-path is given no dataset prefix; expected PREFIX or WEIGHT PREFIX [WEIGHT PREFIX]...")
+    if len(values) > 1 and len(values) % 2 == 0 and all(_is_number(w) for w in values[::2]):
+        return list(values[1::2])
+    return list(values)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def missing_data(composed: Composed, model: str) -> list[str]:
+    """Why each prefix of the ``--data-path`` that pretrain_gpt.py is given (composed, or passed through after
+    ``--``) cannot be trained on: the check the mcore engine makes, one sentence each."""
+    from llm.pretrain.config import check_dataset
+
+    out = []
+    for prefix in data_prefixes(composed.flags["--data-path"]):
+        try:
+            check_dataset(prefix, model)
+        except NpuboxError as e:
+            out.append(str(e))
+    return out
+
+
 def make_plan(
-    argv: list[str], launch_ns: argparse.Namespace | None = None, devices: int = 0, workspace=None
+    argv: list[str], launch_ns: argparse.Namespace | None = None, devices: int = 0, workspace=None, dry_run=False
 ) -> tuple[EnginePlan, argparse.Namespace]:
-    """Everything the run needs, checked, before anything starts. ``devices``: devices found on this node."""
+    """Everything the run needs, checked, before anything starts. ``devices``: devices found on this node. A missing
+    or broken dataset is refused, or with ``dry_run`` listed in the plan's ``missing``."""
     from llm.pretrain.config import build_parser, config_from_args
     from llm.recipes import load_recipe
     from llm.runtime_report import load_baked
@@ -151,7 +186,10 @@ def make_plan(
     explicit = {item.partition("=")[0] for item in ns.env}
     env = dict(launch.env)  # launch's defaults and --env; the script's exports win over the defaults only
     env.update({k: v for k, v in composed.env.items() if k not in os.environ and k not in explicit})
-    return EnginePlan(stack, script, source_dir, composed, launch.torchrun_args, env, world, recipe, cfg), ns
+    missing = missing_data(composed, cfg.model)
+    if missing and not dry_run:
+        raise NpuboxError(missing[0])
+    return EnginePlan(stack, script, source_dir, composed, launch.torchrun_args, env, world, recipe, cfg, missing), ns
 
 
 def render(plan: EnginePlan) -> str:
@@ -225,9 +263,11 @@ def main(argv: list[str], launch_ns: argparse.Namespace | None = None) -> int:
 
         accel = detect()
         devices = devices or accel.device_count
-    plan, ns = make_plan(argv, launch_ns, devices)
+    plan, ns = make_plan(argv, launch_ns, devices, dry_run=dry_run)
     print(render(plan), file=sys.stderr, flush=True)
     if dry_run:
+        for problem in plan.missing:
+            print(f"missing: {problem}", file=sys.stderr)
         return 0
     if not plan.program.is_file():
         raise NpuboxError(
