@@ -246,6 +246,20 @@ def stream(lines, plan: EnginePlan, peak_tflops: float | None, metrics_log) -> i
     return count
 
 
+def refuse_in_a_twin() -> None:
+    """A CPU twin keeps its stack's engine in its spec (its command is checked there with --dry-run), but has no
+    torch_npu: every worker would die importing it."""
+    from llm.runtime_report import load_baked
+
+    twin_of = ((load_baked() or {}).get("twin_of") or {}).get("env")
+    if twin_of:
+        raise NpuboxError(
+            f"this image is the CPU twin of {twin_of}: its spec's engine, mindspeed-llm, trains with MindSpeed's NPU "
+            "kernels (every worker imports torch_npu), which a twin does not have; train here with --engine mcore "
+            "(npubox's loop on this stack's Megatron), or print the engine's command with --dry-run"
+        )
+
+
 def main(argv: list[str], launch_ns: argparse.Namespace | None = None) -> int:
     own, _ = split_extra(argv)
     if {"-h", "--help"} & set(own):
@@ -256,6 +270,8 @@ def main(argv: list[str], launch_ns: argparse.Namespace | None = None) -> int:
             "pretrain`) once per node, not under torchrun"
         )
     dry_run = engine_parser().parse_known_args(own)[0].dry_run or bool(launch_ns is not None and launch_ns.dry_run)
+    if not dry_run:
+        refuse_in_a_twin()
     accel = None
     devices = launch_ns.nproc if launch_ns is not None and launch_ns.nproc else 0
     if not devices or not dry_run:  # this node's devices (torch_npu on Ascend), and their peak for MFU
