@@ -28,10 +28,9 @@ from pathlib import Path
 import llm
 from llm.atomic import MARKER
 from llm.digest import sha256_file
-from llm.env.arch import GLIBC, GLIBC_BOOKWORM, pip_platforms
 from llm.env.engine import Echo, _stderr_echo
 from llm.env.labels import REPO_ROOT, baked_spec
-from llm.env.plan import BuildPlan, wheel_cache
+from llm.env.plan import BuildPlan, image_platforms, wheel_cache
 from llm.env.spec import LoadedSpec, render_lock
 from llm.errors import NpuboxError
 
@@ -113,8 +112,7 @@ def fetch_wheels(loaded: LoadedSpec, plan: BuildPlan, echo: Echo | None = _stder
             "--find-links",  # the scratch folder itself: what is linked there is taken as downloaded
             str(out),
         ]
-        glibc = GLIBC_BOOKWORM if loaded.spec.base.bootstrap else GLIBC[1]  # bookworm, else a CANN (Ubuntu 22.04)
-        for plat in pip_platforms(loaded.arch, glibc):
+        for plat in image_platforms(loaded):
             common += ["--platform", plat]
         site = plan.site
         offline = subprocess.run([*site.pip(), *common, "--no-index"], capture_output=True)

@@ -11,9 +11,11 @@ from pathlib import Path
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from llm.env.arch import GLIBC, GLIBC_BOOKWORM, pip_platforms
 from llm.env.labels import labels
 from llm.env.site import Site, cache_dir
 from llm.env.spec import LoadedSpec, Source
+from llm.env.wheel_file import wheel_problem
 from llm.errors import NpuboxError
 
 # Where each kind of site wheel comes from, for the plan's "to do" column.
@@ -35,7 +37,7 @@ class BuildInputs:
 @dataclass(frozen=True)
 class PlannedInput:
     what: str
-    status: str  # present | missing | pull | index | fetch | unknown
+    status: str  # present | missing | bad | pull | index | fetch | unknown
     where: str
     todo: str = ""
 
@@ -60,7 +62,8 @@ class BuildPlan:
 
     @property
     def missing(self) -> list[PlannedInput]:
-        return [i for i in self.inputs if i.status == "missing"]
+        """The inputs the build cannot start without: those not there and those there but bad."""
+        return [i for i in self.inputs if i.status in ("missing", "bad")]
 
     @property
     def cann_mode(self) -> str:
@@ -81,7 +84,7 @@ class BuildPlan:
             more = (
                 f" (and {len(self.missing) - 1} more: `invoke build-image {self.loaded.env_args} --dry-run` lists them)"
             )
-            raise NpuboxError(f"{first.what} is missing: {first.todo}" + (more if len(self.missing) > 1 else ""))
+            raise NpuboxError(f"{first.what} is {first.status}: {first.todo}" + (more if len(self.missing) > 1 else ""))
 
 
 def _docker_ready() -> bool:
@@ -123,43 +126,65 @@ def _wheel_is(path: Path, name: str, version: str) -> bool:
     return wheel_name == canonicalize_name(name) and wheel_version == Version(version)
 
 
-def find_wheel(folders: list[Path], name: str, version: str) -> Path | None:
-    return next(
-        (p for d in folders if d.is_dir() for p in sorted(d.glob("*.whl")) if _wheel_is(p, name, version)), None
-    )
+def find_wheels(folders: list[Path], name: str, version: str) -> list[Path]:
+    """The files whose wheel file name says ``name`` ``version``, folder by folder."""
+    return [p for d in folders if d.is_dir() for p in sorted(d.glob("*.whl")) if _wheel_is(p, name, version)]
 
 
 def wheel_cache(loaded: LoadedSpec) -> Path:
     return cache_dir() / "wheels" / f"py{loaded.spec.python}-{loaded.arch}"
 
 
+def image_platforms(loaded: LoadedSpec) -> list[str]:
+    """The platform tags the image's glibc accepts: Debian bookworm's (a bootstrapped base), else a CANN image's
+    (Ubuntu 22.04)."""
+    return pip_platforms(loaded.arch, GLIBC_BOOKWORM if loaded.spec.base.bootstrap else GLIBC[1])
+
+
+def _wheel_input(
+    loaded: LoadedSpec, what: str, name: str, version: str, folders: list[Path], absent: PlannedInput
+) -> PlannedInput:
+    """The first file in ``folders`` named as ``name`` ``version``'s wheel that holds it, for the image's Python and
+    platform; else the first such file's problem (pip would take it and fail); ``absent`` when none is named so."""
+    python, platforms = loaded.spec.python, image_platforms(loaded)
+    files = find_wheels(folders, name, version)
+    problems = []
+    for path in files:
+        problem = wheel_problem(path, python, loaded.arch, platforms)
+        if problem is None:
+            return PlannedInput(what, "present", str(path))
+        problems.append(f"{path} {problem}")
+    if not problems:
+        return absent
+    others = f" (and {len(problems) - 1} more such file(s))" if len(problems) > 1 else ""
+    return PlannedInput(
+        what,
+        "bad",
+        str(files[0]),
+        f"{problems[0]}{others}; remove it, or put there the {name} {version} wheel built for CPython {python} "
+        f"on {loaded.arch}",
+    )
+
+
 def _wheel_inputs(loaded: LoadedSpec, site: Site) -> tuple[list[PlannedInput], list[Path]]:
     out, found = [], []
     for name, version in loaded.requirement_pins().items():
-        hit = find_wheel([*site.wheelhouse, wheel_cache(loaded)], name, version)
         what = f"wheel {name}=={version}"
-        out.append(
-            PlannedInput(what, "present", str(hit))
-            if hit
-            else PlannedInput(what, "index", "the package index pip is configured with on this host")
-        )
+        index = PlannedInput(what, "index", "the package index pip is configured with on this host")
+        out.append(_wheel_input(loaded, what, name, version, [*site.wheelhouse, wheel_cache(loaded)], index))
     for name, version in loaded.site_wheel_pins().items():
-        hit = find_wheel(site.wheelhouse, name, version)
         what = f"site wheel {name}=={version}"
-        if hit:
-            out.append(PlannedInput(what, "present", str(hit)))
-            found.append(hit)
-        else:
-            howto = SITE_WHEEL_HOWTO.get(
-                name,
-                "put the {name}-{version}-*.whl built for Python {python} in a folder "
-                "and pass it with --wheelhouse DIR",
-            )
-            out.append(
-                PlannedInput(
-                    what, "missing", "--wheelhouse", howto.format(name=name, version=version, python=loaded.spec.python)
-                )
-            )
+        howto = SITE_WHEEL_HOWTO.get(
+            name,
+            "put the {name}-{version}-*.whl built for Python {python} in a folder and pass it with --wheelhouse DIR",
+        )
+        absent = PlannedInput(
+            what, "missing", "--wheelhouse", howto.format(name=name, version=version, python=loaded.spec.python)
+        )
+        item = _wheel_input(loaded, what, name, version, site.wheelhouse, absent)
+        out.append(item)
+        if item.status == "present":
+            found.append(Path(item.where))
     return out, found
 
 
@@ -281,7 +306,7 @@ def print_plan(plan: BuildPlan) -> None:
         stages.add_row(s)
     console.print(stages)
     table = Table("input", "status", "where", "to do", title="inputs")
-    colors = {"present": "green", "missing": "red", "unknown": "yellow"}
+    colors = {"present": "green", "missing": "red", "bad": "red", "unknown": "yellow"}
     for i in plan.inputs:
         table.add_row(i.what, f"[{colors.get(i.status, 'cyan')}]{i.status}[/]", i.where, i.todo)
     console.print(table)
@@ -290,6 +315,6 @@ def print_plan(plan: BuildPlan) -> None:
         lab.add_row(k, v)
     console.print(lab)
     if plan.missing:
-        console.print(f"[red]{len(plan.missing)} input(s) missing[/]: the build would stop; see 'to do' above.")
+        console.print(f"[red]{len(plan.missing)} input(s) missing or bad[/]: the build would stop; see 'to do' above.")
     else:
         console.print("[green]nothing missing[/]: `invoke build-image` would start.")
