@@ -45,13 +45,9 @@ def args_after_dashes(c) -> list[str]:
 
 
 def _table(rows, headers):
-    from rich.console import Console
-    from rich.table import Table
+    from llm.tables import print_table
 
-    table = Table(*headers)
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
+    print_table(headers, rows)
 
 
 @task

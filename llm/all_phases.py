@@ -126,16 +126,22 @@ def _figure(step: Step, ws: Workspace, model: str) -> str:
 
 
 def print_summary(model: str, steps: list[Step], total: float, root: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from llm.tables import print_table
 
-    table = Table(title=f"npubox pipeline: {model} ({total:.0f} s), workspace {root}")
-    for col in ("phase", "time", "produced", "result"):
-        table.add_column(col)
-    for s in steps:
-        produced = s.produces.relative_to(root) if s.produces.is_relative_to(root) else s.produces
-        table.add_row(s.phase, f"{s.seconds:.1f} s", str(produced), s.figure)
-    Console(width=max(Console().width, 120)).print(table)
+    rows = [
+        (
+            s.phase,
+            f"{s.seconds:.1f} s",
+            str(s.produces.relative_to(root) if s.produces.is_relative_to(root) else s.produces),
+            s.figure,
+        )
+        for s in steps
+    ]
+    print_table(
+        ["phase", "time", "produced", "result"],
+        rows,
+        title=f"npubox pipeline: {model} ({total:.0f} s), workspace {root}",
+    )
 
 
 def main(argv: list[str]) -> int:

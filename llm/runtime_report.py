@@ -123,28 +123,24 @@ def drifts(baked: dict, found: dict, environ: dict[str, str] | None = None) -> l
 
 
 def print_table(info: dict, baked: dict | None) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from llm.tables import print_table
 
-    table = Table(title=f"npubox environment{' ' + baked['tag'] if baked else ''}")
-    table.add_column("component")
-    table.add_column("found")
-    table.add_column("pinned")
     pins = baked["pins"] if baked else {}
-    table.add_row("python", info["python"], baked["spec"]["python"] if baked else "")
-    table.add_row("platform", info["platform"], "")
-    table.add_row("user", info["user"], "")
-    for name, version in info["packages"].items():
-        table.add_row(name, version, pins.get(name, ""))
+    rows = [
+        ("python", info["python"], baked["spec"]["python"] if baked else ""),
+        ("platform", info["platform"], ""),
+        ("user", info["user"], ""),
+    ]
+    rows += [(name, version, pins.get(name, "")) for name, version in info["packages"].items()]
     if info["cann"] or (baked and baked["spec"].get("cann")):
-        table.add_row(
-            "CANN", info["cann"] or "-", (baked["spec"].get("cann") or {}).get("version", "") if baked else ""
+        rows.append(
+            ("CANN", info["cann"] or "-", (baked["spec"].get("cann") or {}).get("version", "") if baked else "")
         )
-    for name, commit in info["sources"].items():
-        table.add_row(f"source {name}", commit, "")
+    rows += [(f"source {name}", commit, "") for name, commit in info["sources"].items()]
     dev = info["devices"]
-    table.add_row("devices", ", ".join(dev["davinci"] + dev["nvidia"]) or "none (CPU)", "")
-    Console().print(table)
+    rows.append(("devices", ", ".join(dev["davinci"] + dev["nvidia"]) or "none (CPU)", ""))
+    title = f"npubox environment{' ' + baked['tag'] if baked else ''}"
+    print_table(["component", "found", "pinned"], rows, title=title)
 
 
 def main(argv: list[str]) -> int:

@@ -292,29 +292,32 @@ def make_plan(loaded: LoadedSpec, site: Site = Site(), inputs: BuildInputs = Bui
 
 def print_plan(plan: BuildPlan) -> None:
     from rich.console import Console
-    from rich.table import Table
+    from rich.text import Text
+
+    from llm.tables import print_table
 
     console = Console()
-    console.print(f"[bold]build plan[/] for env {plan.env} on {plan.arch}: {plan.tag}")
+    console.print(f"[bold]build plan[/] for env {plan.env} on {plan.arch}: {plan.tag}", soft_wrap=True)
     if plan.differences:
-        diff = Table("differs from " + plan.loaded.twin_of.name, title="CPU twin")
-        for d in plan.differences:
-            diff.add_row(d)
-        console.print(diff)
-    stages = Table("stage", title="stages (least to most often changed)")
-    for s in plan.stages:
-        stages.add_row(s)
-    console.print(stages)
-    table = Table("input", "status", "where", "to do", title="inputs")
+        print_table(
+            ["differs from " + plan.loaded.twin_of.name],
+            [[d] for d in plan.differences],
+            title="CPU twin",
+            console=console,
+        )
+    print_table(["stage"], [[s] for s in plan.stages], title="stages (least to most often changed)", console=console)
     colors = {"present": "green", "missing": "red", "bad": "red", "unknown": "yellow"}
-    for i in plan.inputs:
-        table.add_row(i.what, f"[{colors.get(i.status, 'cyan')}]{i.status}[/]", i.where, i.todo)
-    console.print(table)
-    lab = Table("label", "value", title="labels")
-    for k, v in sorted(plan.labels.items()):
-        lab.add_row(k, v)
-    console.print(lab)
+    print_table(
+        ["input", "status", "where", "to do"],
+        [[i.what, Text(i.status, style=colors.get(i.status, "cyan")), i.where, i.todo] for i in plan.inputs],
+        title="inputs",
+        console=console,
+    )
+    print_table(["label", "value"], sorted(plan.labels.items()), title="labels", console=console)
     if plan.missing:
-        console.print(f"[red]{len(plan.missing)} input(s) missing or bad[/]: the build would stop; see 'to do' above.")
+        console.print(
+            f"[red]{len(plan.missing)} input(s) missing or bad[/]: the build would stop; see 'to do' above.",
+            soft_wrap=True,
+        )
     else:
-        console.print("[green]nothing missing[/]: `invoke build-image` would start.")
+        console.print("[green]nothing missing[/]: `invoke build-image` would start.", soft_wrap=True)

@@ -105,24 +105,23 @@ def write_json(path: Path, result: dict[str, Any]) -> None:
 
 def print_table(task: str, tallies: dict[str, Any], problems: dict[str, int], console=None) -> None:
     from rich.console import Console
-    from rich.table import Table
+    from rich.text import Text
+
+    from llm.tables import SECTION, Column, print_table
 
     console = console or Console()
-    table = Table(title=f"{task} accuracy", show_lines=False)
-    table.add_column("subject")
-    table.add_column("category")
-    table.add_column("questions", justify="right")
-    table.add_column("correct", justify="right")
-    table.add_column("accuracy", justify="right")
-    for subject, t in tallies["subjects"].items():
-        table.add_row(subject, category(task, subject), str(t.total), str(t.correct), f"{100 * t.accuracy:.1f}%")
+    rows = [
+        (subject, category(task, subject), str(t.total), str(t.correct), f"{100 * t.accuracy:.1f}%")
+        for subject, t in tallies["subjects"].items()
+    ]
     if len(tallies["categories"]) > 1 or task != "boolq":
-        table.add_section()
+        rows.append(SECTION)
         for name, t in tallies["categories"].items():
-            table.add_row(f"[bold]{name}[/]", "", str(t.total), str(t.correct), f"{100 * t.accuracy:.1f}%")
-    table.add_section()
+            rows.append((Text(name, style="bold"), "", str(t.total), str(t.correct), f"{100 * t.accuracy:.1f}%"))
     t = tallies["overall"]
-    table.add_row("[bold]overall[/]", "", str(t.total), str(t.correct), f"[bold]{100 * t.accuracy:.1f}%[/]")
-    console.print(table)
+    bold = Text(f"{100 * t.accuracy:.1f}%", style="bold")
+    rows += [SECTION, (Text("overall", style="bold"), "", str(t.total), str(t.correct), bold)]
+    right = [Column(h, "right") for h in ("questions", "correct", "accuracy")]
+    print_table(["subject", "category", *right], rows, title=f"{task} accuracy", console=console)
     for reason, count in problems.items():
-        console.print(f"[yellow]skipped[/] {count}: {reason}")
+        console.print(f"[yellow]skipped[/] {count}: {reason}", soft_wrap=True)

@@ -154,3 +154,69 @@ def test_eval_names_a_tensor_whose_shape_the_args_do_not_explain(tiny_checkpoint
         f"error: {rank}: tensor 'decoder.final_layernorm.weight' has shape [32], recipe tiny at tp=1 expects [64]"
     ), evaluated.stderr[-2000:]
     assert "Traceback" not in evaluated.stderr
+
+
+# --- tables: a value is never cut to "…", piped (plain text, a row a line) or on a narrow terminal (folded) ----------
+
+PLAN_ENV = "ascend-mindspeed-llm-2.0.0"
+
+
+def _dry_run_plan(**env: str) -> str:
+    import os
+
+    environ = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "TTY_COMPATIBLE", "FORCE_COLOR")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "invoke", "build-image", "--env", PLAN_ENV, "--arch", "aarch64", "--dry-run"],
+        cwd=REPO,
+        env={**environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_a_piped_dry_run_plan_keeps_every_value_whole_a_row_a_line():
+    from llm.env.spec import load_spec
+
+    out = _dry_run_plan()
+    assert "…" not in out
+    for src in load_spec(PLAN_ENV, arch="aarch64").spec.sources:
+        assert re.search(rf"^npubox\.source\.{re.escape(src.name)} +{src.commit}$", out, re.M), src.name
+        assert f"or {src.name}-{src.commit}.tar.gz in a folder and pass --source-cache DIR" in out
+    assert "\x1b[" not in out  # no colour codes in a log
+
+
+def test_a_dry_run_plan_on_a_narrow_terminal_folds_long_values():
+    from llm.env.spec import load_spec
+
+    out = _dry_run_plan(TTY_COMPATIBLE="1", COLUMNS="80", NO_COLOR="1")
+    assert "…" not in out and "┃" in out  # a terminal's table
+    lines = out[out.index(" labels ") :].splitlines()
+    labels: dict[str, str] = {}
+    for line in lines:
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if len(cells) != 2:
+            continue
+        if cells[0]:
+            label = cells[0]
+            labels[label] = cells[1]
+        else:
+            labels[label] += cells[1]  # folded onto the next line: nothing lost
+    assert max(len(line) for line in out.splitlines() if "│" in line) <= 80
+    for src in load_spec(PLAN_ENV, arch="aarch64").spec.sources:
+        assert labels[f"npubox.source.{src.name}"] == src.commit
+
+
+def test_invoke_envs_piped_prints_each_description_whole():
+    from llm.env.spec import env_names, load_spec
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "invoke", "envs"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = proc.stdout.splitlines()
+    for name in env_names():
+        description = load_spec(name).spec.description
+        assert any(row.startswith(f"{name} ") and row.endswith(description) for row in rows), name
