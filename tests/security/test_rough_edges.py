@@ -220,3 +220,25 @@ def test_invoke_envs_piped_prints_each_description_whole():
     for name in env_names():
         description = load_spec(name).spec.description
         assert any(row.startswith(f"{name} ") and row.endswith(description) for row in rows), name
+
+
+def test_no_stack_is_called_current_past_its_release_and_the_readme_says_what_comes_next():
+    """MindSpeed-LLM's maintenance table at v26.1.0 (README.md, 2b7130ca): 26.1.0 is the current release, 26.0.0 is
+    maintained until 2026-09-30; 26.1.0's MindSpeed has no release tag, so npubox cannot pin it yet."""
+    from llm.env.spec import load_spec
+
+    readme = (REPO / "README.md").read_text()
+    spec = load_spec("ascend-mindspeed-llm-26.0.0")
+    assert "current" not in spec.spec.description  # what `invoke envs` prints
+    assert "current release and" not in spec.path.read_text()
+    assert not re.search(r"26\.0\.0`\s*\(current\)|the current\s+MindSpeed-LLM release", readme)
+    said = " ".join(readme[readme.index("## For Ascend users") :].split())
+    for fact in (
+        "its maintenance ends on 2026-09-30",
+        "`README.md` at tag `v26.1.0`, commit `2b7130ca`",
+        "26.1.0, released 2026-06-30, maintained until 2026-12-30",
+        "only the branch `26.1.0_core_r0.12.1`",
+        "When the tag `v26.1.0_core_r0.12.1` exists, npubox will add `ascend-mindspeed-llm-26.1.0`",
+        "torch_npu 2.7.1.post8",
+    ):
+        assert fact in said, fact
