@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,16 @@ def save_rank(
     return final
 
 
+def require_whole_torch_file(path: Path) -> None:
+    """Refuse a file that is not a whole ``torch.save`` zip (a cut copy, an interrupted write): torch's own error for
+    one blames mmap, the zip serialization it was saved with, or says "Invalid argument"."""
+    if not zipfile.is_zipfile(path):
+        raise NpuboxError(
+            f"{path}: {path.stat().st_size:,} bytes, not a whole torch.save file (no zip directory at its end): it is "
+            "truncated or not a checkpoint; save or copy it again"
+        )
+
+
 def load_rank(
     load_dir: Path | str,
     iteration: Iteration,
@@ -120,6 +131,7 @@ def load_rank(
 
     path = rank_file(load_dir, iteration, tp_rank, pp_rank, pp_size)
     require_regular(path, f"the rank file of tp rank {tp_rank}, pp rank {pp_rank} of {pp_size}")
+    require_whole_torch_file(path)
     try:
         allowed = opaque_globals(path) if safe_globals is None else safe_globals
         state = load_weights_only(path, [argparse.Namespace, *allowed], map_location=map_location)

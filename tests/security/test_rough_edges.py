@@ -242,3 +242,25 @@ def test_no_stack_is_called_current_past_its_release_and_the_readme_says_what_co
         "torch_npu 2.7.1.post8",
     ):
         assert fact in said, fact
+
+
+@pytest.mark.parametrize("keep", [0, 0.5, -22], ids=["empty", "half", "no-end-record"])
+def test_a_truncated_rank_file_is_named_as_truncated(tiny_checkpoint, tmp_path, keep):
+    """torch's own errors for a cut file: "Invalid argument" (mmap of nothing) or advice about
+    _use_new_zipfile_serialization, which the file was saved with."""
+    import shutil
+
+    load = tmp_path / "cut"
+    shutil.copytree(tiny_checkpoint / "mcore", load)
+    rank = load / "iter_0000001" / "mp_rank_00" / "model_optim_rng.pt"
+    size = rank.stat().st_size
+    kept = int(size * keep) if isinstance(keep, float) else (size + keep if keep else 0)
+    with open(rank, "r+b") as f:
+        f.truncate(kept)
+    said = (
+        f"error: {rank}: {kept:,} bytes, not a whole torch.save file (no zip directory at its end): it is truncated "
+        "or not a checkpoint; save or copy it again"
+    )
+    evaluated, converted = _eval_and_convert_back(tiny_checkpoint, load, "tiny")
+    for run in (evaluated, converted):
+        assert run.returncode == 1 and run.stderr.strip().splitlines()[-1] == said, run.stderr[-2000:]

@@ -192,6 +192,7 @@ def load_parameter_state(optimizer, path: Path) -> None:
     states: list | None = None
     if optimizers[0].data_parallel_group.rank() == 0:
         require_regular(path, "the distributed optimizer's state, which such a checkpoint has beside each rank file")
+        megatron_ckpt.require_whole_torch_file(path)
         saved = torch.load(path, map_location="cpu", weights_only=True)
         states = [saved] if len(optimizers) == 1 else saved
         if len(states) != len(optimizers):
