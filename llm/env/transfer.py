@@ -139,10 +139,28 @@ def _json_member(tar: tarfile.TarFile, name: str, archive: Path):
         raise NpuboxError(f"the image archive {archive}: its {name} is not JSON; nothing was loaded") from None
 
 
+# Magic numbers of the compressions `docker load` accepts for a layer; `docker save` writes every layer as a plain tar.
+COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
+
+
+def _check_layer(tar: tarfile.TarFile, name: str, archive: Path) -> None:
+    member = tar.getmember(name) if name in tar.getnames() else None
+    if member is None or not (member.isfile() or member.issym() or member.islnk()):
+        raise NpuboxError(f"the image archive {archive} names a layer {name} it does not hold; nothing was loaded")
+    head = tar.extractfile(member).read(8)
+    kind = next((kind for magic, kind in COMPRESSED.items() if head.startswith(magic)), None)
+    if kind:
+        raise NpuboxError(
+            f"the image archive {archive}: its layer {name} is {kind}-compressed, which `docker save` never writes "
+            "and `docker load` would expand without a limit; nothing was loaded"
+        )
+
+
 def check_contents(archive: Path, manifest: Manifest) -> None:
     """What `docker load` would do, read from the archive before it does it: one image, the manifest's, an
-    npubox image (its config carries the manifest's spec hash), tagged with the manifest's tag and no other;
-    and that tag, if it exists here, already names that image (a load never repoints someone's tag)."""
+    npubox image (its config carries the manifest's spec hash), tagged with the manifest's tag and no other, its
+    layers uncompressed; and that tag, if it exists here, already names that image (a load never repoints someone's
+    tag)."""
     if manifest.archive != archive.name:
         raise NpuboxError(
             f"the manifest {manifest_path(archive)} is for {manifest.archive}, not {archive.name}; "
@@ -166,6 +184,8 @@ def check_contents(archive: Path, manifest: Manifest) -> None:
                 "nothing was loaded"
             )
         config_raw, config = _json_member(tar, str(entries[0].get("Config", "")), archive)
+        for layer in entries[0].get("Layers") or []:
+            _check_layer(tar, str(layer), archive)
         if "repositories" in tar.getnames():
             _, repositories = _json_member(tar, "repositories", archive)
             legacy = [f"{repo}:{tag}" for repo, by_tag in repositories.items() for tag in by_tag]
