@@ -264,3 +264,22 @@ def test_a_truncated_rank_file_is_named_as_truncated(tiny_checkpoint, tmp_path, 
     evaluated, converted = _eval_and_convert_back(tiny_checkpoint, load, "tiny")
     for run in (evaluated, converted):
         assert run.returncode == 1 and run.stderr.strip().splitlines()[-1] == said, run.stderr[-2000:]
+
+
+def test_invoke_run_hands_an_apostrophe_after_dashes_to_the_phase(monkeypatch):
+    """`invoke run -- --verify "it's"` once split invoke's joined remainder with shlex: a ValueError traceback."""
+    from invoke import Program
+
+    sys.path.insert(0, str(REPO))
+    try:
+        import tasks
+    finally:
+        sys.path.remove(str(REPO))
+    handed = []
+    monkeypatch.setattr(
+        tasks.commands, "run_phase", lambda env, model, phase, extra, *a, **k: handed.append(extra) or 0
+    )
+    argv = ["invoke", "run", "--phase", "env", "--", "--verify", "it's", "--note", 'a "b" c']
+    monkeypatch.setattr(sys, "argv", argv)
+    Program(namespace=tasks.ns).run(argv, exit=False)
+    assert handed == [["--verify", "it's", "--note", 'a "b" c']]
