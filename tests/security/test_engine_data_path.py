@@ -70,26 +70,36 @@ def test_a_passed_through_data_path_is_what_is_checked_not_the_workspace_default
     assert composed.argv.count("--data-path") == 1
 
 
-def test_a_dry_run_prints_the_plan_and_says_the_dataset_is_missing(tmp_path):
+@pytest.mark.parametrize("launch", [(), ("launch", "--nproc", "8")], ids=["pretrain", "launch pretrain"])
+def test_a_dry_run_prints_the_plan_and_says_the_dataset_is_missing(tmp_path, launch):
+    """`python -m llm pretrain --engine mindspeed-llm --dry-run` (alone or under `llm launch`) with no dataset."""
     ws = workspace_for(tmp_path, MODEL, 4, 2)
     dataset = ws.text_dataset(MODEL)
     for suffix in (".bin", ".idx"):
         dataset.with_suffix(suffix).unlink()
-    argv = ["pretrain", "--engine", "mindspeed-llm", "--model", MODEL, "--stack", V200]
-    argv += ["--source-dir", "/src/MindSpeed-LLM"]
-    launch = [sys.executable, "-m", "llm", "launch", "--nproc", "8", "--dry-run"]
-    out = subprocess.run([*launch, *argv], cwd=REPO, env=env_for(tmp_path), capture_output=True, text=True, timeout=120)
+    argv = [sys.executable, "-m", "llm", *launch, "pretrain", "--engine", "mindspeed-llm", "--model", MODEL]
+    argv += [
+        "--stack",
+        V200,
+        "--source-dir",
+        "/src/MindSpeed-LLM",
+        "--tp",
+        "1",
+        "--pp",
+        "1",
+        "--global-batch-size",
+        "8",
+    ]
+    env = env_for(tmp_path, NPUBOX_DEVICE="cpu")
+    out = subprocess.run([*argv, "--dry-run"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     lines = out.stderr.splitlines()
     assert f"    --data-path {dataset} \\" in lines  # the plan, whole
     assert "  /src/MindSpeed-LLM/pretrain_gpt.py \\" in lines
-    assert lines[-1] == (
-        f"missing: --data-path {dataset}: {dataset}.bin/.idx not found; expected a Megatron indexed dataset "
+    said = (
+        f"--data-path {dataset}: {dataset}.bin/.idx not found; expected a Megatron indexed dataset "
         f"(make one with `python -m llm preprocess --model {MODEL}`)"
     )
-    run = subprocess.run(
-        [*launch[:-1], *argv], cwd=REPO, env=env_for(tmp_path), capture_output=True, text=True, timeout=120
-    )
-    assert run.returncode == 1 and run.stderr.strip().splitlines()[-1] == "error: " + lines[-1].removeprefix(
-        "missing: "
-    ), run.stderr
+    assert lines[-1] == f"missing: {said}"
+    run = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and run.stderr.strip().splitlines()[-1] == f"error: {said}", run.stderr
