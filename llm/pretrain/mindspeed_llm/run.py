@@ -145,7 +145,11 @@ def missing_data(composed: Composed, model: str) -> list[str]:
 
 
 def make_plan(
-    argv: list[str], launch_ns: argparse.Namespace | None = None, devices: int = 0, workspace=None, dry_run=False
+    argv: list[str],
+    launch_ns: argparse.Namespace | None = None,
+    devices: int = 0,
+    workspace=None,
+    dry_run: bool = False,
 ) -> tuple[EnginePlan, argparse.Namespace]:
     """Everything the run needs, checked, before anything starts. ``devices``: devices found on this node. A missing
     or broken dataset is refused, or with ``dry_run`` listed in the plan's ``missing``."""
