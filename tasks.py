@@ -226,7 +226,7 @@ def run(
         "phase": "phase to run",
         "devices-per-node": "accelerators each Kubernetes pod requests (default 8; none for cpu; Slurm: the node's)",
         "workspace": "PersistentVolumeClaim name (Kubernetes, default npubox-workspace) or shared folder (Slurm, "
-        "default $SLURM_SUBMIT_DIR/workspace)",
+        "default: invoke run's, ./workspace where sbatch runs)",
         "master-port": "port on node 0 (default 6000)",
         "socket-ifname": SOCKET_HELP,
         "launch-env": LAUNCH_ENV_HELP,

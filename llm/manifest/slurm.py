@@ -19,14 +19,16 @@ from llm.manifest.job import DEVICE_RESOURCES, Job
 # What runs on each node: the node's rank from srun (one task per node), node 0's address from the batch step.
 # The job's own options come after it as arguments, never through a shell.
 NODE_SCRIPT = (
-    'exec "$NPUBOX_PYTHON" -m invoke --search-root "$NPUBOX_DIR" run --workspace "$WORKSPACE_DIR" '
-    '--node-rank "$SLURM_NODEID" --master-addr "$MASTER_ADDR" "$@"'
+    'exec "$NPUBOX_PYTHON" -m invoke --search-root "$NPUBOX_DIR" run --node-rank "$SLURM_NODEID" '
+    '--master-addr "$MASTER_ADDR" "$@"'
 )
 
 
 def run_argv(job: Job) -> list[str]:
-    """`invoke run`'s options that are the same on every node."""
+    """`invoke run`'s options that are the same on every node. Without a workspace, `invoke run`'s own default
+    applies on each node: ./workspace of the job's working folder (where sbatch was run), or $NPUBOX_HOST_WORKSPACE."""
     argv = ["--env", job.env, "--model", job.model, "--phase", job.phase]
+    argv += ["--workspace", job.workspace] if job.workspace else []
     argv += job.launch.job_argv(env_option="--launch-env") + ["--master-port", str(job.launch.master_port)]
     return argv + (["--", *job.extra_args] if job.extra_args else [])
 
@@ -36,7 +38,6 @@ def render_slurm(job: Job, npubox_dir: str | None = None, npubox_python: str | N
     interpreter; the job's environment may override both)."""
     npubox_dir = npubox_dir or str(REPO_ROOT)
     npubox_python = npubox_python or sys.executable
-    workspace = shlex.quote(job.workspace) if job.workspace else '"$SLURM_SUBMIT_DIR/workspace"'
     resource = DEVICE_RESOURCES[job.accelerator]
     devices = f"every {resource} device the node has" if resource else "no accelerator (cpu)"
     run_args = " ".join(shlex.quote(a) for a in run_argv(job))
@@ -52,12 +53,11 @@ set -euo pipefail
 
 NPUBOX_DIR=${{NPUBOX_DIR:-{shlex.quote(npubox_dir)}}}
 NPUBOX_PYTHON=${{NPUBOX_PYTHON:-{shlex.quote(npubox_python)}}}
-WORKSPACE_DIR=${{WORKSPACE_DIR:-{workspace}}}
 MASTER_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)
 # The address Slurm reaches node 0 at (NodeAddr, the node's name unless slurm.conf gives another).
 MASTER_ADDR=$(scontrol show node "$MASTER_NODE" | sed -n 's/.*NodeAddr=\\([^ ]*\\).*/\\1/p')
 MASTER_ADDR=${{MASTER_ADDR:-$MASTER_NODE}}
-export NPUBOX_DIR NPUBOX_PYTHON WORKSPACE_DIR MASTER_ADDR
+export NPUBOX_DIR NPUBOX_PYTHON MASTER_ADDR
 
 RUN_ARGS=({run_args})
 srun --nodes={job.nodes} --ntasks-per-node=1 --kill-on-bad-exit=1 --label \\

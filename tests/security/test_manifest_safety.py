@@ -47,7 +47,7 @@ def test_a_slurm_script_leaves_the_devices_to_each_nodes_invoke_run(env):
     """No device list of the rendering host's: each node's `invoke run` discovers its own (issue 21)."""
     text = commands.manifest(env, "slurm", 2, "qwen25-7b" if "ascend" in env else "tiny", "pretrain", None, [])
     assert "--gpus" not in text and "davinci" not in text and "/usr/local/Ascend" not in text
-    assert "docker run" not in text and " run --workspace " in text
+    assert "docker run" not in text and ' run --node-rank "$SLURM_NODEID" ' in text
 
 
 def test_an_ascendjob_for_a_cpu_env_is_refused():

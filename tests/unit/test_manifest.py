@@ -44,9 +44,9 @@ def test_each_slurm_node_runs_invoke_run_with_its_rank(tmp_path):
     argv = run_script(text, tmp_path)
     for node in (0, 1):
         assert argv[node] == [
-            *("-m", "invoke", "--search-root", "/shared/npubox", "run", "--workspace", "/shared/project/workspace"),
-            *("--node-rank", str(node), "--master-addr", "10.1.2.3"),
-            *("--env", "cpu", "--model", "tiny", "--phase", "pretrain", "--nnodes", "2", "--socket-ifname", "eth0"),
+            *("-m", "invoke", "--search-root", "/shared/npubox", "run", "--node-rank", str(node)),
+            *("--master-addr", "10.1.2.3", "--env", "cpu", "--model", "tiny", "--phase", "pretrain"),
+            *("--nnodes", "2", "--socket-ifname", "eth0"),
             *("--launch-env", "HCCL_CONNECT_TIMEOUT=1800", "--launch-env", "HCCL_EXEC_TIMEOUT=600"),
             *("--master-port", "29400", "--", *EXTRA),
         ]
