@@ -95,7 +95,7 @@ class SlurmCluster:
         return {**os.environ, "SLURM_CONF": str(self.conf)}
 
     def _start(self, name: str, argv: list[str]) -> None:
-        log = open(self.root / "log" / f"{name}.out", "wb")  # noqa: SIM115 (closed with the daemon's end)
+        log = open(self.root / "log" / f"{name}.out", "wb")
         self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         log.close()
 
