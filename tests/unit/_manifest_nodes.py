@@ -77,6 +77,8 @@ def node_run_call(node_argv: list[str], monkeypatch) -> tuple[tuple, dict]:
     assert node_argv[:3] == ["-m", "invoke", "--search-root"] and node_argv[4] == "run"
     calls = []
     monkeypatch.setattr(commands, "run_phase", lambda *a, **k: calls.append((a, k)) or 0)
+    for task in tasks.ns.tasks.values():  # Invoke pops each option's help from the task as it parses
+        monkeypatch.setattr(task, "help", dict(task.help))
     argv = ["invoke", *node_argv[4:]]
     monkeypatch.setattr(sys, "argv", argv)  # tasks.args_after_dashes reads the arguments after -- from here
     Program(namespace=tasks.ns).run(argv, exit=False)
