@@ -18,6 +18,8 @@ from llm.errors import NpuboxError
 ENV_HELP = "environment spec name (envs/<name>.yaml); `invoke envs` lists them"
 TWIN_HELP = "use the env's CPU twin (`cpu`): same sources and pins, torch CPU, no CANN, no torch_npu/apex"
 WORKSPACE_HELP = "host folder mounted as /workspace, the only writable place (default ./workspace)"
+SOCKET_HELP = "network interface for HCCL and gloo between nodes, e.g. eth0 (HCCL_SOCKET_IFNAME, GLOO_SOCKET_IFNAME)"
+LAUNCH_ENV_HELP = "KEY=VALUE for the workers, e.g. HCCL_CONNECT_TIMEOUT=1800 (repeatable)"
 
 
 def friendly(fn):
@@ -153,9 +155,12 @@ def build_image(
         "master-addr": "address of node 0",
         "master-port": "port on node 0",
         "nproc": "processes on this node (default: one per device; CPU: 1)",
+        "socket-ifname": SOCKET_HELP,
+        "launch-env": LAUNCH_ENV_HELP,
         "name": "container name (default: a generated one)",
         "twin": TWIN_HELP,
-    }
+    },
+    iterable=["launch_env"],
 )
 @friendly
 def run(
@@ -171,6 +176,8 @@ def run(
     master_addr="127.0.0.1",
     master_port=6000,
     nproc=None,
+    socket_ifname=None,
+    launch_env=None,
     name=None,
     twin=None,
 ):
@@ -179,9 +186,15 @@ def run(
     With --nnodes/--nproc the phase runs under `python -m llm launch` (torchrun)."""
     extra = args_after_dashes(c)
     launch = None
-    if int(nnodes) > 1 or nproc:
+    if int(nnodes) > 1 or nproc or socket_ifname or launch_env:
         launch = commands.Launch(
-            int(nnodes), int(node_rank), master_addr, int(master_port), int(nproc) if nproc else None
+            int(nnodes),
+            int(node_rank),
+            master_addr,
+            int(master_port),
+            int(nproc) if nproc else None,
+            socket_ifname,
+            tuple(launch_env or ()),
         )
     code = commands.run_phase(
         env,
@@ -203,31 +216,52 @@ def run(
     help={
         "target": "ascendjob (MindCluster, npu envs), pytorchjob (Kubeflow) or slurm (sbatch script); "
         "default: ascendjob for npu envs, pytorchjob for the others",
-        "nodes": "number of nodes",
+        "nodes": "number of nodes (default 2)",
         "env": ENV_HELP,
         "model": "model recipe",
         "phase": "phase to run",
-        "devices-per-node": "accelerators per node (default 8 for NPU/GPU envs, 1 for cpu)",
-        "workspace": "PersistentVolumeClaim name (Kubernetes) or shared folder (Slurm)",
+        "devices-per-node": "accelerators each Kubernetes pod requests (default 8; none for cpu; Slurm: the node's)",
+        "workspace": "PersistentVolumeClaim name (Kubernetes, default npubox-workspace) or shared folder (Slurm, "
+        "default: invoke run's, ./workspace where sbatch runs)",
+        "master-port": "port on node 0 (default 6000)",
+        "socket-ifname": SOCKET_HELP,
+        "launch-env": LAUNCH_ENV_HELP,
+        "device-gid": "npu: the group owning /dev/davinci* on the nodes (default 1000, HwHiAiUser)",
         "output": "write to this file instead of printing",
-    }
+    },
+    iterable=["launch_env"],
 )
 @friendly
 def manifest(
     c,
     target=None,
-    nodes=2,
+    nodes="2",
     env="cpu",
     model="tiny",
     phase="pretrain",
     devices_per_node=None,
     workspace=None,
+    master_port=None,
+    socket_ifname=None,
+    launch_env=None,
+    device_gid=None,
     output=None,
 ):
-    """Render a MindCluster AscendJob, a Kubeflow PyTorchJob or an sbatch script for the same run."""
+    """Render a MindCluster AscendJob, a Kubeflow PyTorchJob or an sbatch script for the same sealed run."""
     extra = args_after_dashes(c)
     text = commands.manifest(
-        env, target, int(nodes), model, phase, int(devices_per_node) if devices_per_node else None, extra, workspace
+        env,
+        target,
+        nodes,
+        model,
+        phase,
+        devices_per_node,
+        extra,
+        workspace,
+        master_port=master_port,
+        socket_ifname=socket_ifname,
+        launch_env=launch_env or [],
+        device_gid=device_gid,
     )
     if output:
         from llm.atomic import write_text_atomic

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass, field
 
 from llm.errors import NpuboxError
@@ -20,6 +21,18 @@ DEFAULT_ENV: dict[str, str] = {
 
 
 DEFAULT_MASTER_PORT = 6000
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what a shell (and `env`) accepts as a variable name
+
+
+def parse_env_item(item: str, option: str = "--env") -> tuple[str, str]:
+    """``KEY=VALUE`` of ``--env`` as (key, value); a missing ``=`` or a key no shell could name is refused."""
+    key, sep, value = item.partition("=")
+    if not sep or not ENV_NAME.fullmatch(key):
+        raise NpuboxError(
+            f"{option} {item!r}: expected KEY=VALUE with KEY made of letters, digits and '_', not starting with a "
+            "digit (e.g. HCCL_CONNECT_TIMEOUT=1800)"
+        )
+    return key, value
 
 
 @dataclass
@@ -112,9 +125,7 @@ def plan(ns: argparse.Namespace, devices_found: int, worker: list[str] | None = 
     if ns.socket_ifname:
         env["HCCL_SOCKET_IFNAME"] = env["GLOO_SOCKET_IFNAME"] = ns.socket_ifname
     for item in ns.env:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise NpuboxError(f"--env {item!r}: expected KEY=VALUE")
+        key, value = parse_env_item(item)
         env[key] = value
     return LaunchPlan(args, env)
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time host setup on Debian (as root), idempotent: Docker engine, debootstrap, a running
-# dockerd, and the project's virtual environment (.venv): the host tools, the test tools (the `test`
+# dockerd, as root Slurm and munge (tests/integration/test_slurm.py starts its own Slurm from
+# them), and the project's virtual environment (.venv): the host tools, the test tools (the `test`
 # extra: pytest, testinfra, ruff) and, for the unit tests, the CPU image's locked stack (envs/cpu.lock).
 # Uses this machine's own apt and pip configuration.
 set -euo pipefail
@@ -9,6 +10,10 @@ cd "$(dirname "$0")/.."
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+if [ "$(id -u)" = 0 ]; then  # the Slurm test runs as root only (slurmd starts each job as its user)
+    { [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ]; } || need+=(slurm-wlm)
+    [ -x /usr/sbin/munged ] || need+=(munge)
+fi
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then

@@ -6,7 +6,6 @@ import os
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from llm.__main__ import PHASES as LLM_PHASES
@@ -15,6 +14,7 @@ from llm.env.base import ensure_base
 from llm.env.devices import device_flags
 from llm.env.engine import _stderr_echo, docker, ensure_daemon
 from llm.env.labels import REPO_ROOT
+from llm.env.multinode import Launch, phase_command
 from llm.env.site import Site
 from llm.env.spec import LoadedSpec, env_names, load_spec
 from llm.errors import NpuboxError
@@ -175,40 +175,6 @@ def run_options(
     )
 
 
-@dataclass(frozen=True)
-class Launch:
-    """Multi-process / multi-node options: the phase runs under `python -m llm launch` (torchrun)."""
-
-    nnodes: int = 1
-    node_rank: int = 0
-    master_addr: str = "127.0.0.1"
-    master_port: int = 6000
-    nproc: int | None = None
-
-    def argv(self) -> list[str]:
-        out = [
-            "--nnodes",
-            str(self.nnodes),
-            "--node-rank",
-            str(self.node_rank),
-            "--master-addr",
-            self.master_addr,
-            "--master-port",
-            str(self.master_port),
-        ]
-        return out + (["--nproc", str(self.nproc)] if self.nproc else [])
-
-
-def phase_command(model: str, phase: str, extra: list[str], launch: Launch | None = None) -> list[str]:
-    command = ["python", "-m", "llm"]
-    if launch is not None:
-        command += ["launch", *launch.argv()]
-    command.append(phase)
-    if model and phase != "env":
-        command += ["--model", model]
-    return command + extra
-
-
 def run_phase(
     env: str,
     model: str,
@@ -238,24 +204,52 @@ def run_phase(
 def manifest(
     env: str,
     target: str | None,
-    nodes: int,
+    nodes: int | str,
     model: str,
     phase: str,
-    devices_per_node: int | None,
+    devices_per_node: int | str | None,
     extra: list[str],
     workspace: str | None = None,
+    *,
+    master_port: int | str | None = None,
+    socket_ifname: str | None = None,
+    launch_env: list[str] | tuple[str, ...] = (),
+    device_gid: int | str | None = None,
 ) -> str:
-    from llm.manifest import render_manifest
+    """`invoke manifest`: the job for ``target`` (default: ascendjob for npu envs, else pytorchjob), every input
+    checked before anything is rendered."""
+    from llm.manifest import Job, render_manifest
+    from llm.manifest import job as checks
 
     # The image of the spec's own (first listed) architecture, whatever this host's: Ascend clusters are aarch64.
-    loaded = validate_run_request(env, model, phase, arch=load_spec(env).spec.arch[0])
-    if target is None:
-        target = "ascendjob" if loaded.spec.accelerator == "npu" else "pytorchjob"
-    if devices_per_node is None:
-        devices_per_node = 8 if loaded.spec.accelerator != "cpu" else 1
-    return render_manifest(
-        target, nodes, loaded.tag, model, phase, devices_per_node, extra, workspace, accelerator=loaded.spec.accelerator
+    arch = load_spec(env).spec.arch[0]
+    loaded = validate_run_request(env, model, phase, arch=arch)
+    accelerator = loaded.spec.accelerator
+    target = target or ("ascendjob" if accelerator == "npu" else "pytorchjob")
+    checks.check_target(target, accelerator)
+    launch = checks.launch_options(nodes, master_port, socket_ifname, launch_env)
+    devices = checks.devices_per_node(target, accelerator, devices_per_node)
+    gid = checks.device_gid(accelerator, device_gid)
+    if workspace is not None and target == "slurm":
+        container.check_workspace_path(Path(workspace))  # what `invoke run` on each node would refuse
+    elif workspace is not None:
+        checks.check_claim_name(workspace)
+    job = Job(
+        target=target,
+        env=env,
+        accelerator=accelerator,
+        arch=arch,
+        image=loaded.tag,
+        model=model,
+        phase=phase,
+        launch=launch,
+        extra_args=tuple(extra),
+        devices_per_node=devices,
+        workspace=workspace,
+        device_gid=gid,
+        shm_size=loaded.spec.shm_size,
     )
+    return render_manifest(job)
 
 
 def up(

@@ -1,130 +1,79 @@
-"""Rendered AscendJob / PyTorchJob / sbatch manifests: valid YAML or shell, the node count, image,
-devices, and a command that -- run by a shell with the operator's variables -- is the launch we mean."""
+"""What each node of a rendered job starts: the Kubernetes pod's command, expanded as kubelet and bash would with the
+operator's variables, is the `llm launch` we mean; the sbatch script, run with a stand-in srun, starts on each node
+`invoke run` with that node's rank, and `invoke run` parses it into the same Launch a user typing it would get.
+User arguments keep their quoting everywhere (`-- --save 'my dir'`), and the launch options pass through."""
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
 
-from llm.errors import NpuboxError
-from llm.manifest import render_manifest
+from _manifest_nodes import node_run_call, pod_argv, run_script
+from llm.env import commands
+from llm.env.multinode import Launch
 
-IMAGE = "npubox/ascend-mindspeed-llm-2.0.0:0.1.0-0123456789ab"
-EXTRA = ["--train-iters", "100", "--save", "/workspace/checkpoints/run one", "it's"]
-
-
-def expanded_argv(command: str, env: dict[str, str]) -> list[str]:
-    """What the pod's / task's shell would exec: run it with `exec` swapped for printf."""
-    assert command.startswith("exec python -m llm launch ")
-    script = "printf '%s\\n' " + command.removeprefix("exec ")
-    out = subprocess.run(
-        ["bash", "-c", script], env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True, check=True
-    )
-    return out.stdout.splitlines()
-
-
-def expected_argv(nodes: int, node_rank: str) -> list[str]:
-    return [
-        "python",
-        "-m",
-        "llm",
-        "launch",
-        "--nnodes",
-        str(nodes),
-        "--node-rank",
-        node_rank,
-        "--master-addr",
-        "head",
-        "--master-port",
-        "29500",
-        "pretrain",
-        "--model",
-        "qwen25-7b",
-        *EXTRA,
-    ]
+EXTRA = ["--train-iters", "100", "--save", "/workspace/checkpoints/run one", "it's", "$(HOME)", "$$", "a\\b"]
+LAUNCH_OPTIONS = dict(socket_ifname="eth0", launch_env=["HCCL_CONNECT_TIMEOUT=1800", "HCCL_EXEC_TIMEOUT=600"])
 
 
 @pytest.mark.parametrize(
-    "target, api, kind, replicas_key, container",
-    [
-        ("ascendjob", "mindxdl.gitee.com/v1", "AscendJob", "replicaSpecs", "ascend"),
-        ("pytorchjob", "kubeflow.org/v1", "PyTorchJob", "pytorchReplicaSpecs", "pytorch"),
-    ],
+    "target, env, model",
+    [("ascendjob", "ascend-mindspeed-llm-2.0.0", "qwen25-7b"), ("pytorchjob", "cuda-mcore", "tiny")],
 )
 @pytest.mark.parametrize("nodes", [1, 4])
-def test_kubernetes_jobs(target, api, kind, replicas_key, container, nodes):
-    doc = yaml.safe_load(render_manifest(target, nodes, IMAGE, "qwen25-7b", "pretrain", 8, EXTRA, accelerator="npu"))
-    assert doc["apiVersion"] == api and doc["kind"] == kind
-    assert doc["metadata"]["name"] == "npubox-qwen25-7b-pretrain"
-    specs = doc["spec"][replicas_key]
-    assert specs["Master"]["replicas"] == 1
-    assert sum(s["replicas"] for s in specs.values()) == nodes
-    assert ("Worker" in specs) == (nodes > 1)
-    for spec in specs.values():
-        (c,) = spec["template"]["spec"]["containers"]
-        assert c["name"] == container and c["image"] == IMAGE
-        assert (
-            c["resources"]["limits"]["huawei.com/Ascend910"] == 8 == c["resources"]["requests"]["huawei.com/Ascend910"]
-        )
-        assert {"name": "workspace", "mountPath": "/workspace"} in c["volumeMounts"]
-        shell, flag, command = c["command"]
-        assert (shell, flag) == ("/bin/bash", "-c")
-        assert expanded_argv(command, {"RANK": "3", "MASTER_ADDR": "head", "MASTER_PORT": "29500"}) == expected_argv(
-            nodes, "3"
-        )
-    if target == "ascendjob":
-        assert doc["spec"]["runPolicy"]["schedulingPolicy"]["minAvailable"] == nodes
-        assert doc["spec"]["schedulerName"] == "volcano"
-        ports = specs["Master"]["template"]["spec"]["containers"][0]["ports"]
-        assert ports == [{"containerPort": 2222, "name": "ascendjob-port"}]
+def test_each_pod_launches_the_phase_with_its_rank_and_the_options(target, env, model, nodes):
+    text = commands.manifest(env, target, nodes, model, "pretrain", None, EXTRA, master_port="29400", **LAUNCH_OPTIONS)
+    doc = yaml.safe_load(text)
+    specs = doc["spec"].get("pytorchReplicaSpecs") or doc["spec"]["replicaSpecs"]
+    for rank, spec in enumerate(specs.values()):
+        (container,) = spec["template"]["spec"]["containers"]
+        assert container["ports"][0]["containerPort"] == 29400  # the operator's MASTER_PORT comes from this port
+        operator_env = {"RANK": str(rank), "MASTER_ADDR": "head", "MASTER_PORT": "29400", "HOME": "/root"}
+        assert pod_argv(container, operator_env) == [
+            *("python", "-m", "llm", "launch", "--node-rank", str(rank), "--master-addr", "head", "--master-port"),
+            *("29400", "--nnodes", str(nodes), "--socket-ifname", "eth0"),
+            *("--env", "HCCL_CONNECT_TIMEOUT=1800", "--env", "HCCL_EXEC_TIMEOUT=600", "pretrain", "--model", model),
+            *EXTRA,
+        ]
 
 
-def test_slurm_script(tmp_path):
-    text = render_manifest("slurm", 2, IMAGE, "qwen25-7b", "pretrain", 4, EXTRA, accelerator="npu")
-    script = tmp_path / "job.sbatch"
-    script.write_text(text)
-    subprocess.run(["bash", "-n", str(script)], check=True)
-    assert text.startswith("#!/bin/bash\n")
-    assert "#SBATCH --nodes=2\n" in text and "#SBATCH --ntasks-per-node=1\n" in text
-    assert IMAGE in text and "--network host" in text
-    assert re.findall(r"--device=/dev/davinci(\d+) ", text) == ["0", "1", "2", "3"]
-    assert "huawei.com/Ascend910" in text
-    # The LAUNCH line as the batch shell assigns it, then as the container's shell expands it.
-    launch = subprocess.run(
-        ["bash", "-c", text.split("\nLAUNCH=", 1)[1].split("\n", 1)[0].join(["LAUNCH=", '\nprintf %s "$LAUNCH"'])],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert expanded_argv(launch, {"SLURM_NODEID": "1", "MASTER_ADDR": "head", "MASTER_PORT": "29500"}) == expected_argv(
-        2, "1"
+def test_each_slurm_node_runs_invoke_run_with_its_rank(tmp_path):
+    text = commands.manifest("cpu", "slurm", 2, "tiny", "pretrain", None, EXTRA, master_port="29400", **LAUNCH_OPTIONS)
+    argv = run_script(text, tmp_path)
+    for node in (0, 1):
+        assert argv[node] == [
+            *("-m", "invoke", "--search-root", "/shared/npubox", "run", "--node-rank", str(node)),
+            *("--master-addr", "10.1.2.3", "--env", "cpu", "--model", "tiny", "--phase", "pretrain"),
+            *("--nnodes", "2", "--socket-ifname", "eth0"),
+            *("--launch-env", "HCCL_CONNECT_TIMEOUT=1800", "--launch-env", "HCCL_EXEC_TIMEOUT=600"),
+            *("--master-port", "29400", "--", *EXTRA),
+        ]
+
+
+def test_what_a_slurm_node_starts_is_invoke_runs_own_sealed_run(tmp_path, monkeypatch):
+    """The node's argv, given to tasks.py's `run` through Invoke, reaches commands.run_phase as the Launch and phase
+    arguments a user typing `invoke run --nnodes 2 --node-rank 1 ...` there would give it."""
+    text = commands.manifest(
+        "cpu", "slurm", 2, "tiny", "pretrain", None, EXTRA, workspace="/shared/ws", **LAUNCH_OPTIONS
     )
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        (dict(target="helm"), "--target 'helm': expected one of ascendjob, pytorchjob, slurm"),
-        (dict(nodes=0), "--nodes 0: expected at least 1"),
-        (dict(image="npubox/x y"), "image 'npubox/x y'"),
-        (dict(devices_per_node=0), "devices per node 0"),
-    ],
-)
-def test_bad_input(kwargs, message):
-    args = dict(
-        target="ascendjob",
-        nodes=2,
-        image=IMAGE,
-        model="qwen25-7b",
-        phase="pretrain",
-        devices_per_node=8,
-        accelerator="npu",
+    node_argv = run_script(text, tmp_path)[1]
+    assert node_argv[:4] == ["-m", "invoke", "--search-root", "/shared/npubox"]
+    args, kwargs = node_run_call(node_argv, monkeypatch)
+    assert args == ("cpu", "tiny", "pretrain", EXTRA, Path("/shared/ws"))
+    assert kwargs["launch"] == Launch(
+        nnodes=2,
+        node_rank=1,
+        master_addr="10.1.2.3",
+        master_port=6000,
+        socket_ifname="eth0",
+        worker_env=("HCCL_CONNECT_TIMEOUT=1800", "HCCL_EXEC_TIMEOUT=600"),
     )
-    args.update(kwargs)
-    with pytest.raises(NpuboxError) as e:
-        render_manifest(**args)
-    assert message in str(e.value)
+    assert kwargs["image"] is None and kwargs["devices"] is None  # the node's own image tag and devices
+
+
+def test_a_slurm_workspace_with_spaces_reaches_the_node_whole(tmp_path):
+    text = commands.manifest("cpu", "slurm", 2, "tiny", "pretrain", None, [], workspace="/shared/my work space")
+    argv = run_script(text, tmp_path)
+    assert argv[0][argv[0].index("--workspace") + 1] == "/shared/my work space"

@@ -1,66 +1,47 @@
-"""The AscendJob / PyTorchJob / Slurm manifests start the mindspeed-llm engine as its example script would: the pod's
-command, expanded by a shell with the operator's variables, is a `llm launch` whose torchrun options are the script's
-DISTRIBUTED_ARGS for that node, with the script's flags for pretrain_gpt.py."""
+"""The AscendJob / PyTorchJob / Slurm manifests start the mindspeed-llm engine as its example script would: what
+each node runs in its container -- the pod's command expanded with the operator's variables, or the `llm launch`
+that `invoke run` composes from a Slurm node's command line -- has the script's DISTRIBUTED_ARGS for that node as
+torchrun options, with the script's flags for pretrain_gpt.py."""
 
 from __future__ import annotations
-
-import os
-import subprocess
 
 import pytest
 import yaml
 
 from _example_scripts import flag_map
+from _manifest_nodes import node_run_call, pod_argv, run_script
 from _mindspeed_fixtures import V200, torchrun_options, workspace_for
-from llm.manifest import render_manifest
+from llm.env import commands
+from llm.env.multinode import phase_command
 from llm.pretrain import split_engine
 from llm.pretrain.mindspeed_llm.run import make_plan
 from llm.torchrun import build_parser as launch_parser
 
-IMAGE = "npubox/ascend-mindspeed-llm-2.0.0:0.1.0-0123456789ab"
+ENV = "ascend-mindspeed-llm-2.0.0"
+EXTRA = ["--engine", "mindspeed-llm", "--stack", V200, "--train-iters", "100"]
+SLURM_MASTER = "10.1.2.3"  # what the stand-in scontrol answers (tests/unit/_manifest_nodes.py)
 
 
-def pod_command(target: str, nodes: int) -> str:
-    text = render_manifest(
-        target,
-        nodes,
-        IMAGE,
-        "qwen25-7b",
-        "pretrain",
-        8,
-        ["--engine", "mindspeed-llm", "--stack", V200, "--train-iters", "100"],
-        accelerator="npu",
-    )
+def container_commands(target: str, tmp_path, monkeypatch) -> list[list[str]]:
+    """What node 0 and node 1 run in their containers, node 0's address being `head` (Slurm: SLURM_MASTER)."""
+    text = commands.manifest(ENV, target, 2, "qwen25-7b", "pretrain", None, EXTRA)
     if target == "slurm":
-        line = next(line for line in text.splitlines() if line.startswith("LAUNCH="))
-        return subprocess.run(
-            ["bash", "-c", f'{line}; printf %s "$LAUNCH"'], capture_output=True, text=True, check=True
-        ).stdout
+        out = []
+        for node_argv in run_script(text, tmp_path).values():
+            (env, model, phase, extra, _), kwargs = node_run_call(node_argv, monkeypatch)
+            out.append(phase_command(model, phase, extra, kwargs["launch"]))  # as run_phase hands it to the container
+        return out
     doc = yaml.safe_load(text)
     specs = doc["spec"]["replicaSpecs" if target == "ascendjob" else "pytorchReplicaSpecs"]
-    return specs["Master"]["template"]["spec"]["containers"][0]["command"][2]
+    (container,) = specs["Master"]["template"]["spec"]["containers"]
+    return [pod_argv(container, {"RANK": str(n), "MASTER_ADDR": "head", "MASTER_PORT": "6000"}) for n in (0, 1)]
 
 
-def expanded(command: str, env: dict[str, str]) -> list[str]:
-    out = subprocess.run(
-        ["bash", "-c", "printf '%s\\n' " + command.removeprefix("exec ")],
-        env={"PATH": os.environ["PATH"], **env},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.splitlines()
-
-
-@pytest.mark.parametrize(
-    "target, rank_variable", [("ascendjob", "RANK"), ("pytorchjob", "RANK"), ("slurm", "SLURM_NODEID")]
-)
-def test_each_node_launches_the_engine_as_the_script_would(target, rank_variable, tmp_path):
+@pytest.mark.parametrize("target", ["ascendjob", "pytorchjob", "slurm"])
+def test_each_node_launches_the_engine_as_the_script_would(target, tmp_path, monkeypatch):
     ws = workspace_for(tmp_path, "qwen25-7b", 4, 2)
-    for node in (0, 1):
-        argv = expanded(
-            pod_command(target, 2), {rank_variable: str(node), "MASTER_ADDR": "head", "MASTER_PORT": "6000"}
-        )
+    master = SLURM_MASTER if target == "slurm" else "head"
+    for node, argv in enumerate(container_commands(target, tmp_path, monkeypatch)):
         assert argv[:4] == ["python", "-m", "llm", "launch"]
         ns = launch_parser().parse_args(["--nproc", "8", *argv[4:]])  # the pod's 8 cards, as detect() finds them
         engine, phase_args = split_engine(ns.phase_args)
@@ -75,7 +56,7 @@ def test_each_node_launches_the_engine_as_the_script_would(target, rank_variable
             "--node_rank",
             str(node),
             "--master_addr",
-            "head",
+            master,
             "--master_port",
             "6000",
         ]  # the 2.0.0 script's DISTRIBUTED_ARGS for this node
