@@ -31,16 +31,16 @@ class Step:
 def plan(model: str, ws: Workspace, train_iters: int) -> list[Step]:
     from llm.pretrain.mindspeed_llm.scripts import image_checkpoint_format
     from llm.recipes import load_recipe
+    from llm.runtime_report import baked_engine
 
     recipe = load_recipe(model)
+    if baked_engine() == "mindformers":
+        return mindformers_plan(model, ws, train_iters, recipe)
     tp, pp = recipe.defaults("convert").tp, recipe.defaults("convert").pp
     converted = ws.converted_dir(model, tp, pp)
     trained = ws.pretrain_dir(model)
     trained_hf = ws.models / model / "pretrained-hf"
-    steps = []
-    if recipe.tokenizer.origin == "sample":
-        steps.append(Step("sample", ["sample", "--model", model], ws.hf_dir(model)))
-    steps += [
+    steps = sample_steps(model, ws, recipe) + [
         Step(
             "convert",
             [
@@ -94,16 +94,43 @@ def plan(model: str, ws: Workspace, train_iters: int) -> list[Step]:
             trained_hf,
         ),
     ]
+    return steps + eval_steps(model, ws, trained_hf)
+
+
+def mindformers_plan(model: str, ws: Workspace, train_iters: int, recipe) -> list[Step]:
+    """On a MindFormers stack: the stack's converter, its MindRecord scripts and its trainer (llm.mindformers)."""
+    converted = ws.checkpoint_dir(model, "mindspore")
+    data = ws.data / model / "alpaca-mindrecord"
+    trained = ws.checkpoint_dir(model, "mindformers")
+    trained_hf = ws.models / model / "pretrained-hf"
+    pretrain = ["pretrain", "--model", model, "--save", str(trained), "--train-iters", str(train_iters)]
+    steps = sample_steps(model, ws, recipe) + [
+        Step("convert", ["convert", "--model", model, "--to", "mindspore", "--overwrite"], converted),
+        Step("preprocess", ["preprocess", "--model", model, "--format", "mindrecord"], data),
+        Step("pretrain", pretrain, trained),
+        Step(
+            "convert back",
+            ["convert", "--model", model, "--from", "mindspore", "--to", "hf"]
+            + ["--load-dir", str(trained), "--save-dir", str(trained_hf), "--overwrite"],
+            trained_hf,
+        ),
+    ]
+    return steps + eval_steps(model, ws, trained_hf)
+
+
+def sample_steps(model: str, ws: Workspace, recipe) -> list[Step]:
+    if recipe.tokenizer.origin != "sample":
+        return []
+    return [Step("sample", ["sample", "--model", model], ws.hf_dir(model))]
+
+
+def eval_steps(model: str, ws: Workspace, hf_dir: Path) -> list[Step]:
+    out = []
     for task in EVAL_TASKS:
-        out = ws.eval / model / f"{task}.json"
-        steps.append(
-            Step(
-                f"eval {task}",
-                ["eval", "--task", task, "--model", model, "--hf-dir", str(trained_hf), "--output", str(out)],
-                out,
-            )
-        )
-    return steps
+        result = ws.eval / model / f"{task}.json"
+        argv = ["eval", "--task", task, "--model", model, "--hf-dir", str(hf_dir), "--output", str(result)]
+        out.append(Step(f"eval {task}", argv, result))
+    return out
 
 
 def _final_loss(ws: Workspace, model: str) -> str:

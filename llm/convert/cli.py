@@ -36,11 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--from",
         dest="src",
-        choices=("hf", "mcore"),
+        choices=("hf", "mcore", "mindspore"),
         default="hf",
-        help="source format (default: hf; mcore: a Megatron checkpoint of either layout)",
+        help="source format (default: hf; mcore: a Megatron checkpoint of either layout; mindspore: a MindFormers "
+        "checkpoint, a .ckpt file or a trainer's output_dir, read with the stack's own reverse converter)",
     )
-    p.add_argument("--to", dest="dst", choices=("mcore", "hf"), default="mcore", help="target format (default: mcore)")
+    p.add_argument(
+        "--to",
+        dest="dst",
+        choices=("mcore", "hf", "mindspore"),
+        help="target format (default: mindspore on a MindFormers image, with the stack's own convert_weight.py, "
+        "into checkpoints/M/mindspore/M.ckpt; else mcore)",
+    )
     p.add_argument(
         "--format",
         dest="layout",
@@ -70,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-shard-size-mb", type=int, default=2048, help="--to hf: largest safetensors shard (default 2048)"
     )
+    p.add_argument("--stack", help="--to/--from mindspore: MindFormers source commit (default: the image's spec)")
+    p.add_argument("--source-dir", type=Path, help="--to/--from mindspore: MindFormers source tree (default: image's)")
+    p.add_argument("--device-target", choices=("Ascend", "CPU"), help=argparse.SUPPRESS)
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -91,12 +101,16 @@ def parse_layer_list(text: str | None) -> list[int] | None:
 KINDS = {
     "hf": "Hugging Face checkpoint (config.json and *.safetensors)",
     "mcore": "Megatron checkpoint (latest_checkpointed_iteration.txt)",
+    "mindspore": "MindSpore checkpoint folder (*.ckpt)",
 }
 
 
 def checkpoint_kind(path: Path) -> str | None:
     if (path / TRACKER_FILE).is_file():
         return "mcore"
+    entries = list(path.iterdir())
+    if entries and all(p.suffix == ".ckpt" and p.is_file() for p in entries):
+        return "mindspore"
     weights = any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file()
     if (path / "config.json").is_file() and weights:
         return "hf"
@@ -185,6 +199,12 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     recipe = load_recipe(args.model)
     ws = Workspace.from_env()
+    if args.dst is None:
+        from llm.runtime_report import baked_engine
+
+        args.dst = "mindspore" if baked_engine() == "mindformers" and args.src == "hf" else "mcore"
+    if "mindspore" in (args.src, args.dst):
+        return convert_with_mindformers(args, recipe, ws)
     defaults = recipe.defaults("convert")
     tp = args.tp if args.tp is not None else defaults.tp
     pp = args.pp if args.pp is not None else defaults.pp
@@ -227,6 +247,20 @@ def main(argv: list[str]) -> int:
         except Exception as e:
             raise_if_disk_full(e, save_dir, load_dir)
             raise
+
+
+def convert_with_mindformers(args, recipe, ws: Workspace) -> int:
+    """HF ⇄ MindSpore with the stack's own converters (llm.mindformers.convert), under the same target rules."""
+    from llm.mindformers import convert
+
+    load_dir, save_dir = convert.default_paths(args, recipe, ws)
+    if not load_dir.exists():
+        raise NpuboxError(f"--load-dir {load_dir}: not found")
+    check_target(save_dir, load_dir)
+    with lock_target(save_dir, f"--save-dir {save_dir}"):
+        check_existing(save_dir, args.dst, args.overwrite)
+        remove_leftovers(save_dir, "convert")
+        return convert.write(args, recipe, ws, load_dir, save_dir)
 
 
 def write(

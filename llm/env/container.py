@@ -207,6 +207,10 @@ def sealed_flags(opts: RunOptions) -> list[str]:
         "--label",
         f"npubox.env={opts.env_name}",
     ]
+    if opts.network == "none":
+        # No network, so the host name resolves to loopback; MindFormers' trainers look their own up at start-up
+        # (socket.gethostbyname(socket.gethostname()), mindformers/trainer/base_trainer.py @ r1.8.0).
+        flags += ["--hostname", "localhost"]
     if opts.name:
         flags += ["--name", opts.name]
     flags += list(opts.device_flags)

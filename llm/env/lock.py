@@ -18,6 +18,7 @@ from pathlib import Path
 
 from llm.atomic import atomic_path
 from llm.env.arch import check_arch, host_arch, uv_platform
+from llm.env.arch_files import pin_files
 from llm.env.site import Site
 from llm.env.spec import LoadedSpec, Source, load_spec_file
 from llm.errors import NpuboxError
@@ -149,7 +150,7 @@ def write_lock(loaded: LoadedSpec, site: Site, source_cache: Path | None = None,
                 raise NpuboxError(
                     f"resolving {loaded.path} for {loaded.arch} failed (uv exit {proc.returncode}): {detail}"
                 )
-            out.write_text(lock_header(loaded) + out.read_text())
+            out.write_text(lock_header(loaded) + pin_files(out.read_text(), loaded, site, echo))
     return loaded.lock_path
 
 

@@ -22,6 +22,10 @@ from llm.errors import NpuboxError
 SITE_WHEEL_HOWTO = {
     "apex": "build Ascend's apex for this Python (gitcode.com/Ascend/apex: `bash scripts/build.sh --python={python}`, "
     "which patches NVIDIA apex) and put the apex-{version}-*.whl in a folder passed with --wheelhouse DIR",
+    # The file MindSpore's install page (mindspore.cn/install, "pip" for that version) links, under
+    # ms-release.obs.cn-north-4.myhuaweicloud.com/{version}/MindSpore/unified/{arch}/.
+    "mindspore": "download mindspore-{version}-cp{py}-cp{py}-linux_{arch}.whl from MindSpore's release site "
+    "(mindspore.cn/versions: {version}, MindSpore, unified, {arch}) and pass its folder with --wheelhouse DIR",
 }
 
 
@@ -179,7 +183,16 @@ def _wheel_inputs(loaded: LoadedSpec, site: Site) -> tuple[list[PlannedInput], l
             "put the {name}-{version}-*.whl built for Python {python} in a folder and pass it with --wheelhouse DIR",
         )
         absent = PlannedInput(
-            what, "missing", "--wheelhouse", howto.format(name=name, version=version, python=loaded.spec.python)
+            what,
+            "missing",
+            "--wheelhouse",
+            howto.format(
+                name=name,
+                version=version,
+                python=loaded.spec.python,
+                py=loaded.spec.python.replace(".", ""),
+                arch=loaded.arch,
+            ),
         )
         item = _wheel_input(loaded, what, name, version, site.wheelhouse, absent)
         out.append(item)
@@ -229,7 +242,11 @@ def _stages(plan_loaded: LoadedSpec, cann_mode: str) -> list[str]:
             + ", ".join(
                 f"{s.name}@{s.commit[:7]} {s.install}" + (f" -> {s.into}" if s.into else "") for s in spec.sources
             )
-            + "; Megatron's dataset helpers compiled"
+            + (
+                "; Megatron's dataset helpers compiled"
+                if any("megatron" in s.name.lower() for s in spec.sources)
+                else ""
+            )
         )
     stages.append("image: venv, ENV (CANN, spec), /etc/npubox/spec.json, llm package (last)")
     return stages

@@ -101,9 +101,15 @@ def differences(twin: LoadedSpec) -> list[str]:
     dropped = sorted(n for n in pinned_from(twin.twin_of).known_pins() if n in NPU_ONLY)
     if dropped:
         out.append("without " + ", ".join(dropped) + " (Ascend-only)")
-    torch = twin.requirement_pins().get("torch")
-    if torch:
-        out.append(f"torch {torch} runs its CPU kernels (real: with torch_npu on NPUs)")
+    pins = {**twin.requirement_pins(), **twin.site_wheel_pins()}
+    if pins.get("torch"):
+        out.append(f"torch {pins['torch']} runs its CPU kernels (real: with torch_npu on NPUs)")
+    if pins.get("mindspore") or spec.engine == "mindformers":
+        from llm.mindformers.cpu import SHIMS
+
+        what = f"MindSpore {pins['mindspore']}" if pins.get("mindspore") else "MindSpore"
+        out.append(f"{what} runs its CPU backend, data parallel only (real: Ascend)")
+        out += [f"CPU shim: {shim}" for shim in SHIMS]
     if real.cann:
         out.append(f"no CANN (real: {real.cann.version})")
     out.append(f"base {spec.base.image} or its debootstrapped {spec.base.bootstrap.suite} (real: {real.base.image})")

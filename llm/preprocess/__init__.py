@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--handler",
         choices=HANDLERS,
-        default="pretrain",
-        help="pretrain: plain text; alpaca: instruction/input/output rows; sharegpt: conversations",
+        help="pretrain: plain text; alpaca: instruction/input/output rows; sharegpt: conversations (default: "
+        "pretrain; alpaca for --format mindrecord, as the guides train)",
     )
     p.add_argument(
         "--json-keys",
@@ -93,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=MAX_DOCUMENT_BYTES >> 20,
         help="skip (and count) a document larger than this: tokenizing one takes about 150 times its size in memory",
     )
+    p.add_argument(
+        "--format",
+        choices=("megatron", "mindrecord"),
+        help="megatron: indexed datasets (.bin/.idx); mindrecord: MindFormers' MindRecord, written by the stack's own "
+        "scripts into data/<model>/alpaca-mindrecord (alpaca) or text-mindrecord (default: mindrecord on a "
+        "MindFormers image, else megatron)",
+    )
+    p.add_argument("--stack", help="--format mindrecord: MindFormers source commit (default: the image's spec)")
+    p.add_argument("--source-dir", type=Path, help="--format mindrecord: MindFormers source tree (default: image's)")
+    p.add_argument("--device-target", choices=("Ascend", "CPU"), help=argparse.SUPPRESS)
     p.add_argument("--strict", action="store_true", help="a bad row is an error instead of being skipped")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -183,6 +193,16 @@ def open_writers(prefix: Path, names: list[str], dtype) -> dict:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.format is None:
+        from llm.runtime_report import baked_engine
+
+        args.format = "mindrecord" if baked_engine() == "mindformers" else "megatron"
+    if args.format == "mindrecord":
+        from llm.mindformers.preprocess import main as mindrecord_main
+
+        args.handler = args.handler or "alpaca"
+        return mindrecord_main(args)
+    args.handler = args.handler or "pretrain"
     resolve_defaults(args)
     # The Rust tokenizer sizes its thread pool from these on first use.
     os.environ["RAYON_NUM_THREADS"] = str(args.workers)

@@ -64,6 +64,9 @@ class Tokenizer(Strict):
     # HF model directory the user provides in the workspace.
     origin: Literal["sample", "hf-dir"] = "hf-dir"
     vocab_size: int | None = None  # for sample tokenizers: the size to train
+    # For sample tokenizers: the id of the first special token (<|endoftext|>, then <|im_start|>, <|im_end|>), as in
+    # Qwen2's own vocabulary (151643); unset: they come first (0, 1, 2).
+    special_ids_from: int | None = Field(default=None, gt=0)
 
 
 class Training(Strict):
@@ -85,6 +88,16 @@ class Recipe(Strict):
     parallelism: dict[Literal["convert", "pretrain", "eval"], Parallelism] = {}
     training: Training
     tiny: bool = False  # a test model: sample weights are generated locally
+
+    @model_validator(mode="after")
+    def _special_ids_fit(self):
+        first = self.tokenizer.special_ids_from
+        if first is not None and first + 3 > self.architecture.vocab_size:
+            raise ValueError(
+                f"tokenizer.special_ids_from ({first}) + 3 special tokens to fit architecture.vocab_size "
+                f"({self.architecture.vocab_size})"
+            )
+        return self
 
     def defaults(self, phase: str) -> Parallelism:
         return self.parallelism.get(phase, Parallelism())

@@ -3,7 +3,8 @@
 Writes, under the workspace:
     data/raw/sample.jsonl           {"text": ...} per stdlib docstring (pretraining sample)
     data/raw/sample_alpaca.jsonl    {"instruction", "input", "output"} made from the same docstrings
-    models/<model>/hf/              tokenizer.json + tokenizer_config.json (byte-level BPE, Qwen2 rules),
+    models/<model>/hf/              tokenizer.json + tokenizer_config.json, vocab.json + merges.txt (byte-level BPE,
+                                    Qwen2 rules),
                                     config.json + model.safetensors (random weights of the recipe's shape)
 No network; the same interpreter and inputs give the same bytes on every run.
 """
@@ -16,7 +17,7 @@ import time
 from llm.atomic import atomic_dir, atomic_path
 from llm.errors import NpuboxError
 from llm.recipes import load_recipe
-from llm.sample.bpe_tokenizer import save_tokenizer, train_tokenizer
+from llm.sample.bpe_tokenizer import save_tokenizer, train_tokenizer, with_special_ids_from
 from llm.sample.corpus import alpaca_lines, pretrain_lines, stdlib_docstrings
 from llm.workspace import Workspace
 
@@ -63,6 +64,8 @@ def main(argv: list[str]) -> int:
     hf_dir = ws.hf_dir(args.model)
     with atomic_dir(hf_dir) as tmp:
         tok = train_tokenizer((d.text for d in docs), recipe.tokenizer.vocab_size)
+        if recipe.tokenizer.special_ids_from is not None:
+            tok = with_special_ids_from(tok, recipe.tokenizer.special_ids_from)
         tokenizer_class = "Qwen2Tokenizer" if recipe.family == "qwen2" else "PreTrainedTokenizerFast"
         save_tokenizer(
             tok, tmp, model_max_length=recipe.architecture.max_position_embeddings, tokenizer_class=tokenizer_class

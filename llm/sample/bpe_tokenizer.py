@@ -67,6 +67,31 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
     return tok
 
 
+UNUSED = "<|npubox_unused_{}|>"  # fills the ids between the trained tokens and the special ones; no merge makes it
+
+
+def with_special_ids_from(tok, first_id: int):
+    """``tok`` renumbered so that its special tokens take ids ``first_id``, ``first_id + 1``, ... as in Qwen2's own
+    vocabulary (<|endoftext|> 151643): the trained tokens keep their order from 0, and the ids between them and the
+    special ones hold placeholder tokens that no merge produces. The same text gives the same tokens as before."""
+    from tokenizers import Tokenizer, models
+
+    trained = sorted(tok.get_vocab(with_added_tokens=False).items(), key=lambda item: item[1])
+    regular = [t for t, _ in trained if t not in SPECIAL_TOKENS]
+    if len(regular) > first_id:
+        raise ValueError(f"{len(regular)} trained tokens do not fit below the first special id {first_id}")
+    vocab = {t: i for i, t in enumerate(regular)}
+    vocab.update({UNUSED.format(i): i for i in range(len(regular), first_id)})
+    vocab.update({t: first_id + i for i, t in enumerate(SPECIAL_TOKENS)})
+    state = json.loads(tok.model.__getstate__())
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    out = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=None, byte_fallback=False))
+    out.normalizer, out.pre_tokenizer = tok.normalizer, tok.pre_tokenizer
+    out.decoder, out.post_processor = tok.decoder, tok.post_processor
+    out.add_special_tokens(SPECIAL_TOKENS)
+    return out
+
+
 def tokenizer_config(model_max_length: int, tokenizer_class: str = "Qwen2Tokenizer") -> dict:
     """tokenizer_config.json in the shape of Qwen2.5's, so `transformers.AutoTokenizer` loads it offline.
 
@@ -89,9 +114,11 @@ def tokenizer_config(model_max_length: int, tokenizer_class: str = "Qwen2Tokeniz
 
 
 def save_tokenizer(tok, out_dir: Path, model_max_length: int, tokenizer_class: str = "Qwen2Tokenizer") -> None:
-    """Write tokenizer.json and tokenizer_config.json into ``out_dir`` (a directory not yet published)."""
+    """Write tokenizer.json, tokenizer_config.json, and vocab.json + merges.txt (what a Qwen2 model directory has
+    beside them, and what MindFormers' Qwen2Tokenizer reads) into ``out_dir`` (a directory not yet published)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tok.save(str(out_dir / "tokenizer.json"), pretty=True)
+    tok.model.save(str(out_dir))
     portable_tokenizer_json(out_dir / "tokenizer.json")  # readable by the stacks' older tokenizers too
     config = tokenizer_config(model_max_length, tokenizer_class)
     (out_dir / "tokenizer_config.json").write_text(

@@ -49,10 +49,14 @@ def test_sealed_flags(tmp_path):
     assert "npubox.managed=true" in values(flags, "--label")
 
 
-def test_host_network_changes_only_the_network(tmp_path):
+def test_host_network_changes_only_the_network_and_the_host_name(tmp_path):
     sealed = sealed_flags(options(tmp_path))
     host = sealed_flags(options(tmp_path, network="host"))
     assert values(host, "--network") == ["host"]
+    # without a network the container's host name is loopback's (it must resolve: MindFormers looks it up)
+    assert values(sealed, "--hostname") == ["localhost"] and "--hostname" not in host
+    h = sealed.index("--hostname")
+    sealed = sealed[:h] + sealed[h + 2 :]
     i = sealed.index("--network")
     assert host[: i + 1] + host[i + 2 :] == sealed[: i + 1] + sealed[i + 2 :]
 

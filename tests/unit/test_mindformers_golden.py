@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llm.pretrain.mindformers.guides import GUIDES, guide_for_commit
+from llm.mindformers.guides import GUIDES, guide_for_commit
 from llm.pretrain.mindformers.msrun import launcher_defaults
 from llm.pretrain.mindformers.run import make_plan
 from tests.conftest import SOURCES
@@ -220,10 +220,11 @@ def test_dry_run_prints_the_command_the_yaml_changes_and_what_is_missing(source,
     assert f"  cd {source}/research/qwen2\n" in proc.stderr
     assert (
         "msrun --worker_num=8 --local_worker_num=8 --master_port=8118 "
-        f"--log_dir={ws}/logs/msrun-qwen2-7b --join=False --cluster_time_out=7200 run_qwen2.py "
+        f"--log_dir={ws}/logs/msrun-qwen2-7b --join=True --cluster_time_out=7200 run_qwen2.py "
         f"--config {ws}/checkpoints/qwen2-7b/mindformers/npubox-qwen2-7b.yaml --run_mode finetune "
         f"--train_data {ws}/data/qwen2-7b/alpaca-messages.mindrecord\n"
     ) in proc.stderr
+    # npubox waits for the workers (the launcher's --join=False would return at once and leave them running)
     assert "    runner_config.epochs: 5 -> 1\n" in proc.stderr
     assert f"  missing: --load {ws}/checkpoints/qwen2-7b/mindspore/qwen2-7b.ckpt\n" in proc.stderr
     assert not (ws / "checkpoints").exists()  # a dry run writes nothing
@@ -231,3 +232,58 @@ def test_dry_run_prints_the_command_the_yaml_changes_and_what_is_missing(source,
     bad = subprocess.run([*argv, "--workers", "2"], env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1
     assert "error: the yaml's data_parallel 2 x model_parallel 4 x pipeline_stage 1 is 8 devices" in bad.stderr
+
+
+COMMIT_1_8 = "1a72d5583747857f6908c8bcfb3f2502f9f2e541"
+
+
+def test_the_1_8_guides_command_is_run_mindformer_with_its_register_path(tmp_path):
+    """research/qwen2_5/README.md @ r1.8.0: its single-node finetune line, run through that release's launcher (which
+    adds --bind_core=True), is the plan's argv; the yaml it names by its short name is the folder's 7B yaml."""
+    with tarfile.open(SOURCES / f"mindformers-{COMMIT_1_8}.tar.gz") as tar:
+        tar.extractall(tmp_path / "src", filter="data")
+    (source,) = (tmp_path / "src").iterdir()
+    text = (source / "research" / "qwen2_5" / "README.md").read_text(encoding="utf-8")
+    block = text.split("启动单机微调", 1)[1].split("```shell", 1)[1].split("```", 1)[0]
+    line = " ".join(part.rstrip("\\").strip() for part in textwrap.dedent(block).strip().splitlines())
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "msrun").write_text(STANDIN_MSRUN)
+    (bin_dir / "msrun").chmod(0o755)
+    record = tmp_path / "record.json"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "RECORD": str(record), "HOME": str(tmp_path)}
+    proc = subprocess.run(["bash", "-c", line], cwd=source, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    recorded = json.loads(record.read_text())
+
+    guide = guide_for_commit(COMMIT_1_8)
+    config = recorded["argv"][recorded["argv"].index("--config") + 1]
+    plan = make_plan(
+        guide,
+        source,
+        "qwen25-7b",
+        train_data="./path/alpaca-data.mindrecord",
+        config_path=config,
+        msrun=launcher_defaults(source),
+        overrides={},
+    )
+    assert plan.argv == recorded["argv"]
+    assert plan.argv[:2] == ["msrun", "--bind_core=True"]
+    assert plan.cwd == source
+    assert not (source / config).exists() and (source / guide.configs["qwen25-7b"]).is_file()
+    one = make_plan(
+        guide,
+        source,
+        "qwen25-7b",
+        train_data="d",
+        config_path="c.yaml",
+        msrun=replace_workers(launcher_defaults(source), 1),
+        overrides={"use_parallel": False},
+    )
+    assert one.argv[:2] == ["python", "run_mindformer.py"]  # the launcher: "use python instead of using msrun"
+
+
+def replace_workers(opts, n):
+    from dataclasses import replace
+
+    return replace(opts, worker_num=n, local_worker_num=n)

@@ -107,9 +107,28 @@ def test_weights_hook_writes_into_the_same_directory(tmp_path, monkeypatch):
     assert calls == [("tiny", 0)]
     assert sorted(p.name for p in (tmp_path / "models" / "tiny" / "hf").iterdir()) == [
         "config.json",
+        "merges.txt",
         "tokenizer.json",
         "tokenizer_config.json",
+        "vocab.json",
     ]
+
+
+def test_special_tokens_take_qwen2s_fixed_ids_and_text_keeps_its_tokens():
+    """tiny-qwen2's tokenizer: <|endoftext|> 151643, <|im_start|> 151644, <|im_end|> 151645 (the ids MindFormers'
+    Qwen2Tokenizer hard-codes); the trained tokens keep their ids from 0 and encode text as before."""
+    from llm.sample.bpe_tokenizer import SPECIAL_TOKENS, train_tokenizer, with_special_ids_from
+
+    texts = ["Return the path of a file.", "Open the file and read its lines."] * 50
+    trained = train_tokenizer(texts, 300)
+    moved = with_special_ids_from(trained, 151643)
+    assert [moved.token_to_id(t) for t in SPECIAL_TOKENS] == [151643, 151644, 151645]
+    assert moved.get_vocab_size() == 151646
+    text = "Open the path of a file."
+    shift = len(SPECIAL_TOKENS)  # the trained tokenizer put the special tokens first
+    assert moved.encode(text).ids == [i - shift for i in trained.encode(text).ids]
+    assert moved.decode(moved.encode(text).ids) == text
+    assert moved.encode("<|im_start|>user").ids[0] == 151644
 
 
 def test_recipe_without_sample_tokenizer_is_refused():

@@ -45,6 +45,15 @@ RELEASE_COMMITS = {
         "Megatron-LM": "bcce6f54e075e3c3374ea67adefe54f3f2da2b07",  # bcce6f
         "MindSpeed-LLM": "f33da62b9017d12aca8364137936ab0d014df428",  # ModelLink v1.0.RC1.0 (tag object 8349ad32...)
     },
+    # mindspore-lab/mindformers: tag v1.3.2; branch r1.8.0 at the commit the mindformers 1.8.0 wheel records in
+    # mindformers/.commit_id (the mirror has no r1.8.0 tag)
+    "ascend-mindformers-1.3.2": {"mindformers": "024279c21923e555f7366940aed9017d13256052"},
+    "ascend-mindformers-1.8.0": {"mindformers": "1a72d5583747857f6908c8bcfb3f2502f9f2e541"},
+}
+# What only the vendor distributes, per stack: the build plan names it missing with where to get it.
+VENDOR_WHEELS = {
+    "ascend-modellink-1.0": "site wheel apex==0.1+ascend",
+    "ascend-mindformers-1.3.2": "site wheel mindspore==2.4.10",  # MindSpore 2.4.x is on no package index
 }
 TAG_OBJECTS = (
     "4be915ad6602f9060fa8d18e4f0f05d77020049c",
@@ -63,7 +72,7 @@ def test_sources_are_pinned_at_release_commits(env):
     spec = load_spec(env).spec
     assert {s.name: s.commit for s in spec.sources} == RELEASE_COMMITS[env]
     assert not {s.commit for s in spec.sources} & set(TAG_OBJECTS)
-    assert spec.engine == "mindspeed-llm"
+    assert spec.engine == ("mindformers" if "mindformers" in RELEASE_COMMITS[env] else "mindspeed-llm")
 
 
 def _git(cwd: Path, *args: str) -> str:
@@ -169,26 +178,33 @@ def test_twin_keeps_every_pin_of_the_real_stack(env, arch):
         (s.name, s.commit, s.install, s.into) for s in real.spec.sources
     ]
     diff = differences(twin)
-    assert f"Python {twin.spec.python} (real: {real.spec.python})" in diff
-    assert any("torch-npu" in d for d in diff)
+    assert (f"Python {twin.spec.python} (real: {real.spec.python})" in diff) == (twin.spec.python != real.spec.python)
+    if real.spec.engine == "mindformers":  # one mindspore wheel holds the CPU and Ascend backends: nothing dropped
+        assert any(d.startswith("MindSpore") and "CPU backend" in d for d in diff)
+        assert sum(d.startswith("CPU shim: ") for d in diff) == 2
+    else:
+        assert any("torch-npu" in d for d in diff)
     assert f"no CANN (real: {real.spec.cann.version})" in diff
 
 
 @pytest.mark.parametrize("env", NPU_ENVS)
 def test_plan_misses_nothing_but_cann_and_apex(env, tmp_path):
     """With the pinned sources in a source cache, an Ascend spec's plan (aarch64: Atlas 800T A2)
-    misses only what Huawei alone distributes: CANN installers, and Ascend's apex where the stack
-    imports it."""
+    misses only what Huawei alone distributes: CANN installers, Ascend's apex where the stack
+    imports it, MindSpore where the index has not the release."""
     plan = make_plan(load_spec(env, arch="aarch64"), inputs=BuildInputs(vendor=tmp_path, source_cache=SOURCES))
     missing = [i.what for i in plan.missing]
-    allowed = [m for m in missing if m.startswith("CANN installer") or m == "site wheel apex==0.1+ascend"]
+    allowed = [m for m in missing if m.startswith("CANN installer") or m in VENDOR_WHEELS.values()]
     assert missing == allowed
     spec = load_spec(env).spec
     assert bool([m for m in missing if m.startswith("CANN installer")]) == (not spec.cann.in_base)
-    assert ("site wheel apex==0.1+ascend" in missing) == (env == "ascend-modellink-1.0")
+    assert [m for m in missing if m.startswith("site wheel")] == ([VENDOR_WHEELS[env]] if env in VENDOR_WHEELS else [])
     labels = plan.labels
     assert labels["npubox.cann"] == spec.cann.version
-    assert labels["npubox.pin.torch-npu"] == load_spec(env).requirement_pins()["torch-npu"]
+    pins = load_spec(env).requirement_pins()
+    framework = "torch-npu" if spec.engine != "mindformers" else "mindspore"
+    if framework in pins:
+        assert labels[f"npubox.pin.{framework}"] == pins[framework]
     for src in spec.sources:
         assert labels[f"npubox.source.{src.name}"] == src.commit
 
@@ -197,7 +213,8 @@ def test_plan_misses_nothing_but_cann_and_apex(env, tmp_path):
 def test_twin_plan_misses_nothing_and_labels_what_differs(env):
     twin = make_twin(load_spec(env))
     plan = make_plan(twin, inputs=BuildInputs(source_cache=SOURCES))
-    assert [i.what for i in plan.missing] == []
+    vendor = VENDOR_WHEELS.get(env, "")
+    assert [i.what for i in plan.missing] == ([vendor] if "mindspore" in vendor else [])  # no Ascend-only wheel
     assert plan.labels["npubox.twin-of"] == env
     assert plan.labels["npubox.twin.differences"] == "; ".join(plan.differences)
     assert "npubox.pin.torch-npu" not in plan.labels and "npubox.cann" not in plan.labels

@@ -1,5 +1,7 @@
 """msrun's command line as the stack's ``scripts/msrun_launcher.sh`` composes it: its default parameters (read from
-the pinned script itself), the single-node form (worker count only) or the multi-node form (master, node rank)."""
+the pinned script itself), the single-node form (worker count only) or the multi-node form (master, node rank), the
+``--bind_core=True`` that later launchers put first (r1.8.0), and whether the launcher refuses a single worker
+("You should use python instead of using msrun while running a single rank", r1.8.0)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ class MsrunOptions:
     log_dir: str
     join: str
     cluster_time_out: int
+    bind_core: str | None = None  # the launcher's --bind_core value, when its msrun command sets one
+    python_for_one: bool = False  # the launcher runs one worker as a plain `python` process, not under msrun
 
 
 def launcher_defaults(source_dir: Path) -> MsrunOptions:
@@ -41,7 +45,10 @@ def launcher_defaults(source_dir: Path) -> MsrunOptions:
     missing = [n for n in NAMES if n not in values]
     if missing:
         raise NpuboxError(f"{path}: no default for {', '.join(missing)}; the launcher is not one the engine reads")
+    bind_core = re.search(r'MSRUN_CMD="msrun --bind_core=(\w+)', text)
     return MsrunOptions(
+        bind_core=bind_core.group(1) if bind_core else None,
+        python_for_one="use python instead of using msrun" in text,
         worker_num=int(values["WORKER_NUM"]),
         local_worker_num=int(values["LOCAL_WORKER"]),
         master_addr=values["MASTER_ADDR"],
@@ -56,7 +63,8 @@ def launcher_defaults(source_dir: Path) -> MsrunOptions:
 def msrun_argv(opts: MsrunOptions) -> list[str]:
     """``msrun --worker_num=...``: the launcher's single-node form when every worker is local, else its multi-node
     form, which adds the master address and this node's rank."""
-    argv = ["msrun", f"--worker_num={opts.worker_num}", f"--local_worker_num={opts.local_worker_num}"]
+    argv = ["msrun", *([f"--bind_core={opts.bind_core}"] if opts.bind_core else [])]
+    argv += [f"--worker_num={opts.worker_num}", f"--local_worker_num={opts.local_worker_num}"]
     if opts.worker_num != opts.local_worker_num:
         argv.append(f"--master_addr={opts.master_addr}")
     argv.append(f"--master_port={opts.master_port}")

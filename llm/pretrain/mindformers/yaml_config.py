@@ -45,8 +45,12 @@ def set_path(doc: dict, key: str, value: Any) -> None:
     node[last] = value
 
 
-def compose(doc: dict, overrides: dict[str, Any]) -> tuple[dict, list[str]]:
-    """(the document with ``overrides`` applied, one ``key: old -> new`` line per value that changed)."""
+def compose(doc: dict, overrides: dict[str, Any], additions: dict[str, Any] | None = None) -> tuple[dict, list[str]]:
+    """(the document with ``overrides`` applied, one ``key: old -> new`` line per value that changed).
+
+    ``additions`` may also name a key the guide's yaml leaves out (its parent must be there): one MindFormers reads
+    with a default of its own, such as ``model.model_config.use_rope_slice``; it is listed as ``key: (absent) -> new``.
+    """
     composed = yaml.safe_load(yaml.safe_dump(doc, sort_keys=False))  # a copy that keeps the anchors' sharing
     changes = []
     for key, value in overrides.items():
@@ -54,6 +58,17 @@ def compose(doc: dict, overrides: dict[str, Any]) -> tuple[dict, list[str]]:
         if old != value:
             set_path(composed, key, value)
             changes.append(f"{key}: {old!r} -> {value!r}")
+    for key, value in (additions or {}).items():
+        parent, _, last = key.rpartition(".")
+        node = get_path(composed, parent) if parent else composed
+        if not isinstance(node, dict):
+            raise NpuboxError(f"the guide's yaml has no mapping {parent!r} to add {last!r} to")
+        if last not in node:
+            node[last] = value
+            changes.append(f"{key}: (absent) -> {value!r}")
+        elif node[last] != value:
+            changes.append(f"{key}: {node[last]!r} -> {value!r}")
+            node[last] = value
     return composed, changes
 
 
