@@ -145,7 +145,7 @@ def build_image(
 @task(
     help={
         "env": ENV_HELP,
-        "model": "model recipe (`invoke models`)",
+        "model": "model recipe (`invoke models`; default: the env's tiny test model)",
         "phase": f"one of {', '.join(commands.PHASES)}",
         "workspace": WORKSPACE_HELP,
         "image": "run this image instead of the spec's tag",
@@ -166,7 +166,7 @@ def build_image(
 def run(
     c,
     env="cpu",
-    model="tiny",
+    model=None,
     phase="env",
     workspace=None,
     image=None,
@@ -218,7 +218,7 @@ def run(
         "default: ascendjob for npu envs, pytorchjob for the others",
         "nodes": "number of nodes (default 2)",
         "env": ENV_HELP,
-        "model": "model recipe",
+        "model": "model recipe (default: the env's tiny test model)",
         "phase": "phase to run",
         "devices-per-node": "accelerators each Kubernetes pod requests (default 8; none for cpu; Slurm: the node's)",
         "workspace": "PersistentVolumeClaim name (Kubernetes, default npubox-workspace) or shared folder (Slurm, "
@@ -237,7 +237,7 @@ def manifest(
     target=None,
     nodes="2",
     env="cpu",
-    model="tiny",
+    model=None,
     phase="pretrain",
     devices_per_node=None,
     workspace=None,

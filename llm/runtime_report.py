@@ -158,7 +158,9 @@ def main(argv: list[str]) -> int:
         if baked is None:
             print(f"error: no baked spec at {BAKED_SPEC}: this is not an npubox image", file=sys.stderr)
             return 2
-        problems = drifts(baked, info)
+        from llm.mindformers.check import stack_drifts
+
+        problems = drifts(baked, info) + stack_drifts(baked, info["all_packages"])
         for p in problems:
             print(f"drift: {p}", file=sys.stderr)
         if problems:

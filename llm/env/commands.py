@@ -126,10 +126,18 @@ def build(
     return run_plan(plan)
 
 
+def default_model(loaded: LoadedSpec) -> str:
+    """The model a run takes when none is named: the env's tiny test model (its first model if it has none)."""
+    from llm.recipes import load_recipe
+
+    return next((m for m in loaded.spec.models if load_recipe(m).tiny), loaded.spec.models[0])
+
+
 def validate_run_request(
-    env: str, model: str, phase: str, twin: str | None = None, arch: str | None = None
+    env: str, model: str | None, phase: str, twin: str | None = None, arch: str | None = None
 ) -> LoadedSpec:
-    """Refuse an unknown env, model or phase with the list of valid ones, before touching Docker."""
+    """Refuse an unknown env, model or phase with the list of valid ones, before touching Docker (no model: the
+    env's :func:`default_model`)."""
     from llm.recipes import load_recipe
 
     loaded = resolve(env, twin, arch)
@@ -177,7 +185,7 @@ def run_options(
 
 def run_phase(
     env: str,
-    model: str,
+    model: str | None,
     phase: str,
     extra: list[str],
     workspace: Path,
@@ -190,6 +198,7 @@ def run_phase(
 ) -> int:
     """Run one phase in a sealed one-off container. Multi-node runs need the host network; nothing else changes."""
     loaded = validate_run_request(env, model, phase, twin)
+    model = model or default_model(loaded)
     if launch is not None and not (0 <= launch.node_rank < launch.nnodes):
         raise NpuboxError(
             f"--node-rank {launch.node_rank}: expected 0..{launch.nnodes - 1} for --nnodes {launch.nnodes}"
@@ -224,6 +233,7 @@ def manifest(
     # The image of the spec's own (first listed) architecture, whatever this host's: Ascend clusters are aarch64.
     arch = load_spec(env).spec.arch[0]
     loaded = validate_run_request(env, model, phase, arch=arch)
+    model = model or default_model(loaded)
     accelerator = loaded.spec.accelerator
     target = target or ("ascendjob" if accelerator == "npu" else "pytorchjob")
     checks.check_target(target, accelerator)
