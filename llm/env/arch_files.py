@@ -26,6 +26,7 @@ from llm.errors import NpuboxError
 
 MISTAGGED = frozenset({"mindspore"})
 OTHER_ARCH = {"x86_64": "aarch64", "aarch64": "x86_64"}
+SO_ARCH = re.compile(r"\.cpython-\d+-(x86_64|aarch64)-linux-gnu\.so$")
 
 
 def _entry_block(name: str) -> re.Pattern:
@@ -46,15 +47,22 @@ def pin_files(text: str, loaded: LoadedSpec, site: Site, echo: Callable[[str], N
             with tempfile.TemporaryDirectory(prefix=f".{cache.name}.{MARKER}", suffix=".tmp", dir=cache.parent) as tmp:
                 path = _download_one(loaded, site, m.group(1), hashes, Path(tmp), echo)
                 digest = sha256_file(path)
-                tags = parse_wheel_filename(path.name)[3]
-                if any(OTHER_ARCH[loaded.arch] in t.platform for t in tags):
-                    raise NpuboxError(
-                        f"pip picked {path.name} for {loaded.arch}: a wheel for {OTHER_ARCH[loaded.arch]}"
-                    )
+                other = OTHER_ARCH[loaded.arch]
+                if any(other in t.platform for t in parse_wheel_filename(path.name)[3]) or other in binary_arches(path):
+                    raise NpuboxError(f"pip picked {path.name} for {loaded.arch}: it holds {other} binaries")
                 keep_in_cache(path, cache, digest)
             block = f"{m.group(1)} \\\n    --hash=sha256:{digest}\n    # the one file for {loaded.arch}: {path.name}\n"
             text = text.replace(m.group(0), block, 1)
     return text
+
+
+def binary_arches(wheel: Path) -> set[str]:
+    """The architectures a wheel's extension modules are built for, read from their names
+    (``_c_expression.cpython-311-aarch64-linux-gnu.so``), whatever its tags say."""
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as z:
+        return {m.group(1) for n in z.namelist() if (m := SO_ARCH.search(n))}
 
 
 def _download_one(loaded: LoadedSpec, site: Site, pin: str, hashes: list[str], tmp: Path, echo) -> Path:
