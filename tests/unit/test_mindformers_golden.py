@@ -222,7 +222,7 @@ def test_dry_run_prints_the_command_the_yaml_changes_and_what_is_missing(source,
         "msrun --worker_num=8 --local_worker_num=8 --master_port=8118 "
         f"--log_dir={ws}/logs/msrun-qwen2-7b --join=True --cluster_time_out=7200 run_qwen2.py "
         f"--config {ws}/checkpoints/qwen2-7b/mindformers/npubox-qwen2-7b.yaml --run_mode finetune "
-        f"--train_data {ws}/data/qwen2-7b/alpaca-messages.mindrecord\n"
+        f"--train_data {ws}/data/qwen2-7b/alpaca-mindrecord\n"
     ) in proc.stderr
     # npubox waits for the workers (the launcher's --join=False would return at once and leave them running)
     assert "    runner_config.epochs: 5 -> 1\n" in proc.stderr
@@ -287,3 +287,29 @@ def replace_workers(opts, n):
     from dataclasses import replace
 
     return replace(opts, worker_num=n, local_worker_num=n)
+
+
+def test_launch_across_two_nodes_gives_msrun_its_multi_node_form(tmp_path):
+    """`llm launch --nnodes 2 --node-rank 1 --master-addr node0 pretrain` on the 1.8.0 stack: 16 workers, 8 here,
+    the master and this node's rank, as the guide's multi-node example passes them to msrun_launcher.sh."""
+    import sys
+
+    with tarfile.open(SOURCES / f"mindformers-{COMMIT_1_8}.tar.gz") as tar:
+        tar.extractall(tmp_path / "src", filter="data")
+    (source,) = (tmp_path / "src").iterdir()
+    env = {**os.environ, "NPUBOX_WORKSPACE": str(tmp_path / "ws"), "PYTHONPATH": str(Path(__file__).parents[2])}
+    argv = [sys.executable, "-m", "llm", "launch", "--nnodes", "2", "--node-rank", "1", "--master-addr", "node0"]
+    argv += ["pretrain", "--engine", "mindformers", "--model", "qwen25-7b", "--stack", COMMIT_1_8[:8]]
+    argv += ["--source-dir", str(source), "--dry-run"]
+    refused = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1
+    assert "is 8 devices, and msrun starts 16 workers: pass --set parallel_config.data_parallel=N" in refused.stderr
+    proc = subprocess.run(
+        [*argv, "--set", "parallel_config.data_parallel=8"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "msrun --bind_core=True --worker_num=16 --local_worker_num=8 --master_addr=node0 --master_port=8118 "
+        "--node_rank=1 "
+    ) in proc.stderr
+    assert "    parallel_config.data_parallel: 4 -> 8\n" in proc.stderr
