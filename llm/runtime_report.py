@@ -15,7 +15,18 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 BAKED_SPEC = Path(os.environ.get("NPUBOX_BAKED_SPEC", "/etc/npubox/spec.json"))
-KEY_PACKAGES = ("torch", "megatron-core", "transformers", "tokenizers", "safetensors", "pyarrow", "torch-npu", "apex")
+SOURCES_ROOT = Path(os.environ.get("NPUBOX_SOURCES", "/opt/npubox/sources"))  # where images unpack pinned sources
+KEY_PACKAGES = (
+    "torch",
+    "megatron-core",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "pyarrow",
+    "torch-npu",
+    "apex",
+    "mindspore",
+)
 
 
 def installed_packages() -> dict[str, str]:
@@ -52,7 +63,7 @@ def cann_version() -> str | None:
 def source_commits() -> dict[str, str]:
     """Commits of pinned source checkouts, recorded at build time in /opt/npubox/sources/*.commit."""
     out = {}
-    for path in sorted(Path("/opt/npubox/sources").glob("*.commit")):
+    for path in sorted(SOURCES_ROOT.glob("*.commit")):
         out[path.stem] = path.read_text().strip()
     return out
 
@@ -160,7 +171,7 @@ def main(argv: list[str]) -> int:
             return 2
         from llm.mindformers.check import stack_drifts
 
-        problems = drifts(baked, info) + stack_drifts(baked, info["all_packages"])
+        problems = drifts(baked, info) + stack_drifts(baked, info["all_packages"], SOURCES_ROOT)
         for p in problems:
             print(f"drift: {p}", file=sys.stderr)
         if problems:

@@ -19,7 +19,6 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from llm.atomic import MARKER
 from llm.digest import sha256_file
-from llm.env.arch import GLIBC, GLIBC_BOOKWORM, pip_platforms
 from llm.env.site import Site
 from llm.env.spec import LoadedSpec
 from llm.errors import NpuboxError
@@ -67,31 +66,12 @@ def binary_arches(wheel: Path) -> set[str]:
 
 def _download_one(loaded: LoadedSpec, site: Site, pin: str, hashes: list[str], tmp: Path, echo) -> Path:
     """The file the host's pip takes for ``pin`` on the lock's Python and platform, downloaded into ``tmp``."""
-    glibc = GLIBC_BOOKWORM if loaded.spec.base.bootstrap else GLIBC[1]
+    from llm.env.context import pip_download_args
+
     req = Path(tmp) / "one.txt"
     req.write_text(f"{pin} " + " ".join(f"--hash=sha256:{h}" for h in hashes) + "\n")
     dest = Path(tmp) / "dest"
-    cmd = [
-        *site.pip(),
-        "download",
-        "--no-deps",
-        "--require-hashes",
-        "--only-binary",
-        ":all:",
-        "--dest",
-        str(dest),
-        "--python-version",
-        loaded.spec.python,
-        "--implementation",
-        "cp",
-        "--progress-bar",
-        "off",
-        "-r",
-        str(req),
-        *site.pip_find_links_args(),
-    ]
-    for plat in pip_platforms(loaded.arch, glibc):
-        cmd += ["--platform", plat]
+    cmd = [*site.pip(), *pip_download_args(loaded, req, dest), "--only-binary", ":all:", *site.pip_find_links_args()]
     echo(f"pip download {pin} for {loaded.arch}, Python {loaded.spec.python} (one file per architecture)")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     files = sorted(dest.glob("*.whl")) if dest.is_dir() else []

@@ -94,26 +94,8 @@ def fetch_wheels(loaded: LoadedSpec, plan: BuildPlan, echo: Echo | None = _stder
             if digest in wanted and not (out / path.name).exists():
                 _place(path, out / path.name)
                 linked[out / path.name] = (path, digest)
-        common = [
-            "download",
-            "--no-deps",
-            "--require-hashes",
-            "--prefer-binary",
-            "--dest",
-            str(out),
-            "--python-version",
-            loaded.spec.python,
-            "--implementation",
-            "cp",
-            "--progress-bar",
-            "off",
-            "-r",
-            str(loaded.lock_path),
-            "--find-links",  # the scratch folder itself: what is linked there is taken as downloaded
-            str(out),
-        ]
-        for plat in image_platforms(loaded):
-            common += ["--platform", plat]
+        # --find-links the scratch folder itself: what is linked there is taken as downloaded
+        common = [*pip_download_args(loaded, loaded.lock_path, out), "--prefer-binary", "--find-links", str(out)]
         site = plan.site
         offline = subprocess.run([*site.pip(), *common, "--no-index"], capture_output=True)
         if offline.returncode != 0:
@@ -148,6 +130,16 @@ def _cached_files(cache: Path) -> list[Path]:
         for p in sorted([*cache.iterdir(), *cache.glob("sha256/*/*")])
         if p.is_file() and p.name.endswith((".whl", ".tar.gz", ".zip"))
     ]
+
+
+def pip_download_args(loaded: LoadedSpec, requirements: Path, dest: Path) -> list[str]:
+    """`pip download` of a hash-pinned ``requirements`` file as the image installs it: no dependencies, for the
+    image's Python and platforms, into ``dest``."""
+    args = ["download", "--no-deps", "--require-hashes", "--dest", str(dest), "--python-version", loaded.spec.python]
+    args += ["--implementation", "cp", "--progress-bar", "off", "-r", str(requirements)]
+    for plat in image_platforms(loaded):
+        args += ["--platform", plat]
+    return args
 
 
 def keep_in_cache(verified: Path, cache: Path, digest: str) -> Path:

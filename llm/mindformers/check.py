@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 from llm.mindformers.guides import SOURCE_NAME
-from llm.mindformers.stack import SOURCES_ROOT
 
 RUN_CHECK = "import mindspore, sys; mindspore.set_device(sys.argv[1]); mindspore.run_check()"
 PASSED = re.compile(r"MindSpore has been installed on platform \[(\w+)\] successfully")
@@ -48,11 +47,12 @@ def run_check_drift(device: str) -> list[str]:
     return []
 
 
-def stack_drifts(baked: dict, installed: dict[str, str]) -> list[str]:
-    """Drifts of a MindFormers image's own checks (none for other images)."""
+def stack_drifts(baked: dict, installed: dict[str, str], sources_root) -> list[str]:
+    """Drifts of a MindFormers image's own checks (none for other images); ``sources_root``: where the image's
+    pinned sources are."""
     spec = baked["spec"]
     if spec.get("engine") != "mindformers":
         return []
-    source_dir = SOURCES_ROOT / SOURCE_NAME
+    source_dir = sources_root / SOURCE_NAME
     device = "CPU" if spec.get("accelerator") == "cpu" else "Ascend"
     return version_map_drift(source_dir, installed.get("mindspore")) + run_check_drift(device)

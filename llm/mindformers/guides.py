@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llm.commit_table import find_by_commit
 from llm.errors import NpuboxError
 
 SOURCE_NAME = "mindformers"  # the spec's source entry the engine runs
@@ -83,14 +84,13 @@ GUIDES = {
 
 def guide_for_commit(commit: str) -> Guide:
     """The guide of the MindFormers release at ``commit`` (full SHA, or a unique prefix of 7+)."""
-    commit = commit.strip().lower()
-    found = [g for c, g in GUIDES.items() if len(commit) >= 7 and c.startswith(commit)]
-    if len(found) != 1:
+    guide = find_by_commit(GUIDES, commit)
+    if guide is None:
         known = ", ".join(f"{g.release} {c[:8]}" for c, g in GUIDES.items())
         raise NpuboxError(
-            f"MindFormers commit {commit!r} is not a release the mindformers engine knows; known: {known}"
+            f"MindFormers commit {commit.strip()!r} is not a release the mindformers engine knows; known: {known}"
         )
-    return found[0]
+    return guide
 
 
 def config_for(guide: Guide, model: str, tiny: bool = False) -> str:

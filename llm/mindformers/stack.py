@@ -17,8 +17,8 @@ from pathlib import Path
 
 from llm.errors import NpuboxError
 from llm.mindformers.guides import SOURCE_NAME, Guide, guide_for_commit
+from llm.runtime_report import SOURCES_ROOT, load_baked
 
-SOURCES_ROOT = Path(os.environ.get("NPUBOX_SOURCES", "/opt/npubox/sources"))  # where images unpack pinned sources
 DEVICE_TARGETS = ("Ascend", "CPU")
 
 
@@ -60,8 +60,6 @@ def add_stack_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def baked_spec() -> dict:
-    from llm.runtime_report import load_baked
-
     return (load_baked() or {}).get("spec") or {}
 
 

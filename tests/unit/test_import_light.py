@@ -19,6 +19,7 @@ HOST_MODULES = [
     "llm",
     "llm.__main__",
     "llm.atomic",
+    "llm.commit_table",
     "llm.compat",
     "llm.digest",
     "llm.errors",

@@ -36,9 +36,9 @@ from llm.pretrain.mindspeed_llm.scripts import (
     stack_for_commit,
     stack_from_spec,
 )
+from llm.runtime_report import SOURCES_ROOT
 from llm.target_lock import save_lock
 
-SOURCES_ROOT = Path(os.environ.get("NPUBOX_SOURCES", "/opt/npubox/sources"))  # where images unpack pinned sources
 PROGRAM = "pretrain_gpt.py"
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from llm.commit_table import find_by_commit
 from llm.errors import NpuboxError
 
 Flag = tuple[str, tuple[str, ...]]  # ("--lr", ("1.25e-06",)); a switch has no values
@@ -252,14 +253,14 @@ SOURCE_NAMES = ("MindSpeed-LLM", "ModelLink")
 
 def stack_for_commit(commit: str) -> Stack:
     """The known stack whose MindSpeed-LLM / ModelLink source is at ``commit`` (full SHA, or a unique prefix of 7+)."""
-    commit = commit.strip().lower()
-    found = [s for c, s in STACKS.items() if len(commit) >= 7 and c.startswith(commit)]
-    if len(found) != 1:
+    stack = find_by_commit(STACKS, commit)
+    if stack is None:
         known = ", ".join(f"{s.name} {c[:8]}" for c, s in STACKS.items())
         raise NpuboxError(
-            f"MindSpeed-LLM / ModelLink commit {commit!r} is not a stack the mindspeed-llm engine knows; known: {known}"
+            f"MindSpeed-LLM / ModelLink commit {commit.strip()!r} is not a stack the mindspeed-llm engine knows; "
+            f"known: {known}"
         )
-    return found[0]
+    return stack
 
 
 def stack_from_spec(spec: dict) -> tuple[Stack, str]:
