@@ -51,8 +51,7 @@ def hf_to_mindspore(stack: Stack, recipe: Recipe, load_dir: Path, save_dir: Path
         raise NpuboxError(f"--load-dir {load_dir}: no config.json; expected a Hugging Face model folder")
     with atomic_dir(save_dir) as tmp:
         out = tmp / f"{recipe.name}.ckpt"
-        argv = ["convert_weight.py", "--model", stack.guide.convert_model, "--input_path", str(load_dir)]
-        argv += ["--output_path", str(out), "--dtype", dtype]
+        argv = [a.format(hf=load_dir, ckpt=out, dtype=dtype) for a in stack.guide.convert_argv]
         run_script(stack, argv, "converting HF to MindSpore")
         if not out.is_file():
             raise NpuboxError(f"convert_weight.py finished but wrote no {out.name}; its output is above")
@@ -121,6 +120,15 @@ def write(args: argparse.Namespace, recipe: Recipe, ws: Workspace, load: Path, s
     """Convert with the stack's tools into ``save`` (held under its lock by the caller)."""
     stack = resolve_stack(args)
     dtype = args.dtype or ("fp32" if recipe.training.precision == "fp32" else "bf16")
+    fixed = stack.guide.convert_dtype
+    if args.dst == "mindspore" and fixed and fixed != dtype:
+        if args.dtype:
+            raise NpuboxError(
+                f"--dtype {args.dtype}: MindFormers {stack.guide.release}'s converter ({stack.guide.convert_argv[0]}) "
+                f"writes {fixed} only"
+            )
+        print(f"MindFormers {stack.guide.release}'s converter writes {fixed}", file=sys.stderr)
+        dtype = fixed
     start = time.monotonic()
     if args.dst == "mindspore":
         written = hf_to_mindspore(stack, recipe, load, save, dtype)

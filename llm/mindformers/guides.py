@@ -7,7 +7,7 @@ stack run what it says, with the workspace's paths."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llm.commit_table import find_by_commit
 from llm.errors import NpuboxError
@@ -30,14 +30,20 @@ class Guide:
     configs: dict[str, str]  # model recipe -> yaml, relative to workdir
     run_mode: str  # the guide's --run_mode
     data_flag: str  # how the guide's command names the dataset (the script's argparse accepts the prefix)
-    convert_model: str  # convert_weight.py --model for Qwen2-family HF weights
+    # HF -> MindSpore: the guide's converter command, from the source root ({hf}: the HF folder, {ckpt}: the file
+    # to write, {dtype}: bf16 / fp16 / fp32), and the dtype it writes whatever it is asked (None: it takes {dtype})
+    convert_argv: tuple[str, ...]
+    convert_dtype: str | None
     alpaca_converter: str  # alpaca json -> chat messages jsonl, relative to the source root
     preprocess_script: str  # chat messages / text -> MindRecord, relative to the source root
+    # yaml values the guide's training command sets through the trainer's options (npubox sets them in the yaml)
+    command_values: dict = field(default_factory=dict)
 
-    @property
-    def model_folder(self) -> str:
-        """The folder the guide's model scripts live in (its tokenizer module is imported from there)."""
-        return self.preprocess_script.rsplit("/", 1)[0]
+
+def _convert_weight(model: str) -> tuple[str, ...]:
+    """The root convert_weight.py's command line (its convert_map names the model's converter)."""
+    argv = ["convert_weight.py", "--model", model, "--input_path", "{hf}", "--output_path", "{ckpt}"]
+    return (*argv, "--dtype", "{dtype}")
 
 
 GUIDES = {
@@ -55,7 +61,8 @@ GUIDES = {
         configs={"qwen2-7b": "finetune_qwen2_7b.yaml"},
         run_mode="finetune",
         data_flag="--train_data",
-        convert_model="qwen2",
+        convert_argv=_convert_weight("qwen2"),
+        convert_dtype=None,
         alpaca_converter="research/qwen2/alpaca_converter.py",
         preprocess_script="research/qwen2/qwen2_preprocess.py",
     ),
@@ -75,9 +82,38 @@ GUIDES = {
         configs={"qwen25-7b": "research/qwen2_5/finetune_qwen2_5_7b_8k.yaml"},
         run_mode="finetune",
         data_flag="--train_data",
-        convert_model="qwen2_5",
+        convert_argv=_convert_weight("qwen2_5"),
+        convert_dtype=None,
         alpaca_converter="research/qwen2_5/alpaca_converter.py",
         preprocess_script="research/qwen2_5/qwen2_5_preprocess.py",
+    ),
+    # research/qwen1_5/README.md @ r1.5.0 (9fa6e2fb, == ../shared/seeds/001): from the source root, bash
+    # scripts/msrun_launcher.sh "run_mindformer.py --register_path research/qwen1_5 --config
+    # research/qwen1_5/qwen1_5_7b/finetune_qwen1_5_7b.yaml --load_checkpoint ... --auto_trans_ckpt True
+    # --train_dataset ... --run_mode finetune" 8; weights: research/qwen1_5/convert_weight.py --torch_ckpt_dir HF
+    # --mindspore_ckpt_path CKPT (which writes float16, whatever it is given); data: research/qwen1_5/
+    # alpaca_converter.py, then qwen1_5_preprocess.py --dataset_type 'qa'.
+    "9fa6e2fb228d8d2dcff48e011ceb6ce685af255d": Guide(
+        release="1.5.0",
+        commit="9fa6e2fb228d8d2dcff48e011ceb6ce685af255d",
+        where="mindspore-lab/mindformers research/qwen1_5/README.md @ r1.5.0 (9fa6e2fb)",
+        workdir=".",
+        program="run_mindformer.py",
+        program_args=("--register_path", "research/qwen1_5"),
+        configs={"qwen15-7b": "research/qwen1_5/qwen1_5_7b/finetune_qwen1_5_7b.yaml"},
+        run_mode="finetune",
+        data_flag="--train_dataset",
+        convert_argv=(
+            "research/qwen1_5/convert_weight.py",
+            "--torch_ckpt_dir",
+            "{hf}",
+            "--mindspore_ckpt_path",
+            "{ckpt}",
+        ),
+        convert_dtype="fp16",
+        alpaca_converter="research/qwen1_5/alpaca_converter.py",
+        preprocess_script="research/qwen1_5/qwen1_5_preprocess.py",
+        command_values={"auto_trans_ckpt": True},  # the full checkpoint is split for the yaml's parallel layout
     ),
 }
 

@@ -313,3 +313,82 @@ def test_launch_across_two_nodes_gives_msrun_its_multi_node_form(tmp_path):
         "--node_rank=1 "
     ) in proc.stderr
     assert "    parallel_config.data_parallel: 4 -> 8\n" in proc.stderr
+
+
+COMMIT_1_5 = "9fa6e2fb228d8d2dcff48e011ceb6ce685af255d"
+STR2BOOL = {
+    "str2bool": lambda v: v.lower() in ("true", "1"),
+    "str2bool_or_str": lambda v: {"true": True, "false": False}.get(v.lower(), v),
+}
+
+
+def run_mindformer_parser(script: Path) -> argparse.ArgumentParser:
+    """run_mindformer.py's own options (read from the file: importing it needs MindSpore)."""
+    types = {"str": str, "int": int, "float": float, **STR2BOOL}
+    parser = argparse.ArgumentParser()
+    for node in ast.walk(ast.parse(script.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument":
+            kwargs = {k.arg: k.value for k in node.keywords}
+            extra = {"nargs": ast.literal_eval(kwargs["nargs"])} if "nargs" in kwargs else {}
+            parser.add_argument(
+                *[ast.literal_eval(a) for a in node.args],
+                default=ast.literal_eval(kwargs["default"]) if "default" in kwargs else None,
+                type=types[kwargs["type"].id] if "type" in kwargs else None,
+                **extra,
+            )
+    return parser
+
+
+def effective(args: argparse.Namespace, yaml_doc: dict) -> dict:
+    """What run_mindformer.py @ r1.5.0 trains with: an option given on its command line wins over the yaml's value
+    (its `if args_.load_checkpoint is not None: config_.load_checkpoint = ...` block)."""
+    return {
+        "config": args.config,
+        "register_path": args.register_path,
+        "run_mode": args.run_mode,
+        "load_checkpoint": args.load_checkpoint if args.load_checkpoint is not None else yaml_doc["load_checkpoint"],
+        "auto_trans_ckpt": args.auto_trans_ckpt if args.auto_trans_ckpt is not None else yaml_doc["auto_trans_ckpt"],
+        "dataset_dir": args.train_dataset_dir or yaml_doc["train_dataset"]["data_loader"]["dataset_dir"],
+    }
+
+
+def test_the_seed_001_finetune_means_what_the_guide_means(tmp_path):
+    """research/qwen1_5/README.md @ r1.5.0 (../shared/seeds/001, whose copy there is mis-encoded): its 7B finetune
+    line through the pinned launcher (8 workers, msrun's argv recorded) trains, as run_mindformer.py reads its options
+    over the yaml, with the same config, checkpoint, auto_trans_ckpt, dataset and run mode as the plan npubox composes
+    for the guide's inputs."""
+    with tarfile.open(SOURCES / f"mindformers-{COMMIT_1_5}.tar.gz") as tar:
+        tar.extractall(tmp_path / "src", filter="data")
+    (source,) = (tmp_path / "src").iterdir()
+    text = (source / "research" / "qwen1_5" / "README.md").read_text(encoding="utf-8")
+    block = text.split("单机8卡微调为例", 1)[1].split("```shell", 1)[1].split("```", 1)[0]
+    line = " ".join(part.rstrip("\\").strip() for part in textwrap.dedent(block).strip().splitlines())
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "msrun").write_text(STANDIN_MSRUN)
+    (bin_dir / "msrun").chmod(0o755)
+    record = tmp_path / "record.json"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "RECORD": str(record), "HOME": str(tmp_path)}
+    proc = subprocess.run(["bash", "-c", line], cwd=source, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    theirs_argv = json.loads(record.read_text())["argv"]
+
+    guide = guide_for_commit(COMMIT_1_5)
+    parser = run_mindformer_parser(source / "run_mindformer.py")
+    theirs = parser.parse_args(theirs_argv[theirs_argv.index("run_mindformer.py") + 1 :])
+    config = theirs.config
+    assert config == guide.configs["qwen15-7b"]
+    plan = make_plan(
+        guide,
+        source,
+        "qwen15-7b",
+        train_data=theirs.train_dataset_dir,
+        config_path=config,
+        msrun=launcher_defaults(source),
+        overrides={"load_checkpoint": theirs.load_checkpoint, **guide.command_values},
+    )
+    assert plan.argv[: plan.argv.index("run_mindformer.py")] == theirs_argv[: theirs_argv.index("run_mindformer.py")]
+    ours = parser.parse_args(plan.argv[plan.argv.index("run_mindformer.py") + 1 :])
+    pinned = yaml.safe_load((source / config).read_text())
+    assert effective(ours, plan.composed) == effective(theirs, pinned)
+    assert effective(ours, plan.composed)["auto_trans_ckpt"] is True  # the guide's --auto_trans_ckpt True

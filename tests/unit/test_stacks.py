@@ -48,12 +48,14 @@ RELEASE_COMMITS = {
     # mindspore-lab/mindformers: tag v1.3.2; branch r1.8.0 at the commit the mindformers 1.8.0 wheel records in
     # mindformers/.commit_id (the mirror has no r1.8.0 tag)
     "ascend-mindformers-1.3.2": {"mindformers": "024279c21923e555f7366940aed9017d13256052"},
+    "ascend-mindformers-1.5.0": {"mindformers": "9fa6e2fb228d8d2dcff48e011ceb6ce685af255d"},  # branch r1.5.0: seed 001
     "ascend-mindformers-1.8.0": {"mindformers": "1a72d5583747857f6908c8bcfb3f2502f9f2e541"},
 }
 # What only the vendor distributes, per stack: the build plan names it missing with where to get it.
 VENDOR_WHEELS = {
     "ascend-modellink-1.0": "site wheel apex==0.1+ascend",
-    "ascend-mindformers-1.3.2": "site wheel mindspore==2.4.10",  # MindSpore 2.4.x is on no package index
+    "ascend-mindformers-1.3.2": "site wheel mindspore==2.4.10",  # MindSpore 2.4.x and 2.6.0 are on no package index
+    "ascend-mindformers-1.5.0": "site wheel mindspore==2.6.0",
 }
 TAG_OBJECTS = (
     "4be915ad6602f9060fa8d18e4f0f05d77020049c",

@@ -224,6 +224,7 @@ def main(argv: list[str], launch_ns: argparse.Namespace | None = None) -> int:
     }
     if "processor" not in base:  # r1.8.0's yamls name no tokenizer: the dataset is tokenized already
         overrides = {k: v for k, v in overrides.items() if not k.startswith("processor.")}
+    overrides |= guide.command_values
     overrides |= recipe_overrides(recipe, base)
     from llm.preprocess import default_workers
 
