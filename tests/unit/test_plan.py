@@ -12,6 +12,9 @@ NPU_ENVS = [n for n in env_names() if load_spec(n).spec.accelerator == "npu"]
 
 def test_the_ascend_stacks_are_there():
     assert NPU_ENVS == [
+        "ascend-mindformers-1.3.2",
+        "ascend-mindformers-1.5.0",
+        "ascend-mindformers-1.8.0",
         "ascend-mindspeed-llm-2.0.0",
         "ascend-mindspeed-llm-2.3.0",
         "ascend-mindspeed-llm-26.0.0",
@@ -25,16 +28,21 @@ def test_plan_labels_name_every_pin(env, tmp_path):
     plan = make_plan(loaded, inputs=BuildInputs(vendor=tmp_path))
     labels = plan.labels
     assert labels["npubox.cann"] == loaded.spec.cann.version
-    assert labels["npubox.pin.torch-npu"] == loaded.requirement_pins()["torch-npu"]
+    pins = {**loaded.requirement_pins(), **loaded.site_wheel_pins()}
     names = {s.name for s in loaded.spec.sources}
-    assert {"MindSpeed", "Megatron-LM", "MindSpeed-LLM"} <= names
+    if loaded.spec.engine == "mindformers":  # MindSpore's stacks: the framework and MindFormers' source
+        assert labels["npubox.pin.mindspore"] == pins["mindspore"] and names == {"mindformers"}
+    else:
+        assert labels["npubox.pin.torch-npu"] == pins["torch-npu"]
+        assert {"MindSpeed", "Megatron-LM", "MindSpeed-LLM"} <= names
     for src in loaded.spec.sources:
         assert labels[f"npubox.source.{src.name}"] == src.commit and len(src.commit) == 40
     inputs = {i.what: i for i in plan.inputs}
-    # Ascend's apex is never on a public index: where a stack imports it, the plan says to bring it.
+    # Ascend's apex and MindSpore 2.4 / 2.6 are on no public index: where a stack needs them, the plan says to bring
+    # them.
     for name, version in loaded.site_wheel_pins().items():
-        apex = inputs[f"site wheel {name}=={version}"]
-        assert apex.status == "missing" and "--wheelhouse" in apex.todo
+        wheel = inputs[f"site wheel {name}=={version}"]
+        assert wheel.status == "missing" and "--wheelhouse" in wheel.todo
     for src in loaded.spec.sources:
         item = next(i for w, i in inputs.items() if w.startswith(f"source {src.name} @"))
         assert item.status == "fetch" and "--source-cache" in item.todo
