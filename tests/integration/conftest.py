@@ -8,18 +8,36 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SOURCES  # noqa: F401  (the pinned sources' archives, named by commit)
+from tests.conftest import SOURCES  # the pinned sources' archives, named by commit
 
 REPO = Path(__file__).resolve().parents[2]
 INVOKE = [sys.executable, "-m", "invoke"]
 # The Ascend stack whose CPU twin the twin tests build (README: the other stacks, one command each).
 TWIN_ENV = os.environ.get("NPUBOX_TWIN_ENV", "ascend-mindspeed-llm-2.0.0")
+MINDFORMERS_TWIN_ENV = os.environ.get("NPUBOX_MINDFORMERS_TWIN_ENV", "ascend-mindformers-1.8.0")
+# fixture -> (env, twin) of the image it builds
+IMAGES = {
+    "cpu_image": ("cpu", None),
+    "twin_image": (TWIN_ENV, "cpu"),
+    "mindformers_twin_image": (MINDFORMERS_TWIN_ENV, "cpu"),
+}
 
 
 def docker_ready() -> bool:
     if shutil.which("docker") is None:
         return False
     return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+def pytest_collection_finish(session):
+    """The images the selected tests need start building now, in the background (tests/integration/prebuild.py)."""
+    if not docker_ready():
+        return
+    from tests.integration import prebuild
+
+    wanted = {name for item in session.items for name in getattr(item, "fixturenames", ()) if name in IMAGES}
+    twins_buildable = SOURCES.is_dir()
+    prebuild.start([IMAGES[n] for n in IMAGES if n in wanted and (n == "cpu_image" or twins_buildable)], SOURCES)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -37,7 +55,9 @@ def pytest_collection_modifyitems(config, items):
 def cpu_image() -> str:
     """Bootstrap the base (if missing) and build the CPU image (cached layers make this fast when built)."""
     from llm.env import commands
+    from tests.integration import prebuild
 
+    prebuild.wait()
     commands.base_image("cpu")
     return commands.build("cpu", [])
 
@@ -46,9 +66,28 @@ def cpu_image() -> str:
 def twin_image() -> str:
     """Bootstrap the twins' base (if missing) and build TWIN_ENV's CPU twin from ../shared/sources."""
     from llm.env import commands
+    from tests.integration import prebuild
 
+    prebuild.wait()
     commands.base_image(TWIN_ENV, twin="cpu")
     return commands.build(TWIN_ENV, [], source_cache=str(SOURCES), twin="cpu")
+
+
+@pytest.fixture(scope="session")
+def mindformers_twin_image() -> str:
+    """MINDFORMERS_TWIN_ENV's CPU twin, from ../shared/sources."""
+    from llm.env import commands
+    from tests.integration import prebuild
+
+    prebuild.wait()
+    commands.base_image(MINDFORMERS_TWIN_ENV, twin="cpu")
+    return commands.build(MINDFORMERS_TWIN_ENV, [], source_cache=str(SOURCES), twin="cpu")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from tests.integration import prebuild
+
+    prebuild.stop()
 
 
 def invoke(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:

@@ -19,18 +19,12 @@ import pytest
 from llm.env import commands, container
 from llm.env.twin import make_twin
 
-from .conftest import REPO, SOURCES, invoke
+from .conftest import MINDFORMERS_TWIN_ENV, REPO, invoke
 
-ENV = os.environ.get("NPUBOX_MINDFORMERS_TWIN_ENV", "ascend-mindformers-1.8.0")
+ENV = MINDFORMERS_TWIN_ENV
 MODEL = "tiny-qwen2"
 STEPS = 12
 pytestmark = pytest.mark.twin
-
-
-@pytest.fixture(scope="module")
-def mf_twin_image() -> str:
-    commands.base_image(ENV, twin="cpu")
-    return commands.build(ENV, [], source_cache=str(SOURCES), twin="cpu")
 
 
 def _run(ws: Path, phase: str, *extra: str) -> subprocess.CompletedProcess:
@@ -46,7 +40,7 @@ def _losses(ws: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def pipeline(mf_twin_image, tmp_path_factory) -> dict:
+def pipeline(mindformers_twin_image, tmp_path_factory) -> dict:
     """Each phase as a user runs it (`invoke run --phase ...`), in one workspace; what each printed."""
     ws = tmp_path_factory.mktemp("mindformers") / "workspace"
     ws.mkdir()
@@ -76,24 +70,24 @@ def pipeline(mf_twin_image, tmp_path_factory) -> dict:
     return out
 
 
-def test_the_twin_verifies_itself_with_mindspores_run_check_and_the_version_map(mf_twin_image, workspace):
+def test_the_twin_verifies_itself_with_mindspores_run_check_and_the_version_map(mindformers_twin_image, workspace):
     args = ["run", "--env", ENV, "--twin", "cpu", "--phase", "env", "--workspace", str(workspace)]
     proc = invoke(*args, "--", "--verify")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ok: mindspore.run_check() on CPU: MindSpore has been installed on platform [CPU] success" in proc.stdout
-    assert f"ok: matches {mf_twin_image}" in proc.stdout
+    assert f"ok: matches {mindformers_twin_image}" in proc.stdout
 
 
-def test_the_twin_passes_testinfra(mf_twin_image):
+def test_the_twin_passes_testinfra(mindformers_twin_image):
     proc = invoke("check", "--env", ENV, "--twin", "cpu")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " failed" not in proc.stdout
 
 
-def test_labels_name_the_cpu_backend_and_each_shim(mf_twin_image):
+def test_labels_name_the_cpu_backend_and_each_shim(mindformers_twin_image):
     labels = json.loads(
         subprocess.run(
-            ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", mf_twin_image],
+            ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", mindformers_twin_image],
             capture_output=True,
             text=True,
             check=True,
