@@ -38,6 +38,8 @@ class Guide:
     preprocess_script: str  # chat messages / text -> MindRecord, relative to the source root
     # yaml values the guide's training command sets through the trainer's options (npubox sets them in the yaml)
     command_values: dict = field(default_factory=dict)
+    # the trainer option that makes it load a checkpoint, where the yaml's load_checkpoint alone does not
+    load_flag: str | None = None
 
 
 def _convert_weight(model: str) -> tuple[str, ...]:
@@ -65,6 +67,10 @@ GUIDES = {
         convert_dtype=None,
         alpaca_converter="research/qwen2/alpaca_converter.py",
         preprocess_script="research/qwen2/qwen2_preprocess.py",
+        # run_qwen2.py calls trainer.finetune(finetune_checkpoint=ckpt); without --load_checkpoint that is None,
+        # and Trainer.finetune then sets config.load_checkpoint = None (mindformers/trainer/trainer.py @ v1.3.2):
+        # the guide's yaml names the converted checkpoint, and its command would train from random weights.
+        load_flag="--load_checkpoint",
     ),
     # research/qwen2_5/README.md @ r1.8.0 (1a72d558, the commit the mindformers 1.8.0 wheel records): from the source
     # root, bash scripts/msrun_launcher.sh "run_mindformer.py --register_path research/qwen2_5 --config

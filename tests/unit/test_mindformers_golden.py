@@ -150,6 +150,28 @@ def test_the_command_means_what_the_guide_means_to_run_qwen2(source, tmp_path):
     )  # `--train_data` is argparse's prefix of run_qwen2.py's --train_dataset
 
 
+def test_the_checkpoint_goes_on_run_qwen2s_command_line(source):
+    """run_qwen2.py @ v1.3.2 drops the yaml's load_checkpoint unless --load_checkpoint is given (its finetune call
+    passes finetune_checkpoint=None, and Trainer.finetune then sets config.load_checkpoint = None): the plan passes
+    it."""
+    trainer = (source / "mindformers" / "trainer" / "trainer.py").read_text()
+    assert "            else:\n                self.config.load_checkpoint = None" in trainer
+    guide = guide_for_commit(COMMIT)
+    plan = make_plan(
+        guide,
+        source,
+        "qwen2-7b",
+        train_data="d",
+        config_path="c.yaml",
+        msrun=launcher_defaults(source),
+        overrides={"load_checkpoint": "/ws/q.ckpt"},
+        load="/ws/q.ckpt",
+    )
+    parser = script_parser(source / "research" / "qwen2" / "run_qwen2.py")
+    ours = parser.parse_args(plan.argv[plan.argv.index("run_qwen2.py") + 1 :])
+    assert ours.load_checkpoint == "/ws/q.ckpt" == plan.composed["load_checkpoint"]
+
+
 def test_the_yaml_is_the_guides(source):
     text = guide_text(source)
     pinned = yaml.safe_load((source / "research" / "qwen2" / "finetune_qwen2_7b.yaml").read_text())
@@ -222,7 +244,8 @@ def test_dry_run_prints_the_command_the_yaml_changes_and_what_is_missing(source,
         "msrun --worker_num=8 --local_worker_num=8 --master_port=8118 "
         f"--log_dir={ws}/logs/msrun-qwen2-7b --join=True --cluster_time_out=7200 run_qwen2.py "
         f"--config {ws}/checkpoints/qwen2-7b/mindformers/npubox-qwen2-7b.yaml --run_mode finetune "
-        f"--train_data {ws}/data/qwen2-7b/alpaca-mindrecord\n"
+        f"--train_data {ws}/data/qwen2-7b/alpaca-mindrecord "
+        f"--load_checkpoint {ws}/checkpoints/qwen2-7b/mindspore/qwen2-7b.ckpt\n"
     ) in proc.stderr
     # npubox waits for the workers (the launcher's --join=False would return at once and leave them running)
     assert "    runner_config.epochs: 5 -> 1\n" in proc.stderr

@@ -115,6 +115,7 @@ def make_plan(
     tiny: bool = False,
     run_mode: str | None = None,
     shims: tuple[str, ...] = (),
+    load: str | None = None,
 ) -> MindFormersPlan:
     """The guide's command and yaml for ``model`` with ``overrides`` (dotted yaml keys) applied."""
     base = load_guide_yaml(Path(source_dir) / guide.workdir / config_for(guide, model, tiny))
@@ -129,6 +130,8 @@ def make_plan(
             )
     script = [guide.program, *guide.program_args, "--config", config_path, "--run_mode", run_mode or guide.run_mode]
     script += [guide.data_flag, train_data]
+    if load and guide.load_flag:
+        script += [guide.load_flag, load]
     if msrun.worker_num == 1 and msrun.python_for_one:
         argv = ["python", *script]  # the launcher's own advice for one worker
     else:
@@ -258,6 +261,7 @@ def main(argv: list[str], launch_ns: argparse.Namespace | None = None) -> int:
         tiny=recipe.tiny,
         run_mode=ns.run_mode,
         shims=SHIMS if stack.on_cpu else (),
+        load=str(load),
     )
     missing = [f"{what} {path}" for what, path in (("--train-data", train_data), ("--load", load)) if not path.exists()]
     missing += [f"--tokenizer {tokenizer / n}" for n in ("vocab.json", "merges.txt") if not (tokenizer / n).is_file()]
