@@ -36,13 +36,40 @@ python3 -c 'import json, os, sys; print(json.dumps({"argv": ["msrun", *sys.argv[
 """
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("mindformers")
-    with tarfile.open(SOURCES / f"mindformers-{COMMIT}.tar.gz") as tar:
+def unpack(commit: str, root: Path) -> Path:
+    """The pinned mindformers archive of ``commit``, unpacked under ``root``: its source tree."""
+    with tarfile.open(SOURCES / f"mindformers-{commit}.tar.gz") as tar:
         tar.extractall(root, filter="data")
     (tree,) = root.iterdir()
     return tree
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    return unpack(COMMIT, tmp_path_factory.mktemp("mindformers"))
+
+
+def shell_block(text: str, after: str) -> list[str]:
+    """The lines of the first ```shell block after ``after`` in a guide."""
+    block = text.split(after, 1)[1].split("```shell", 1)[1].split("```", 1)[0]
+    return textwrap.dedent(block).strip().splitlines()
+
+
+def joined(lines: list[str]) -> str:
+    return " ".join(line.rstrip("\\").strip() for line in lines)
+
+
+def run_through_launcher(line: str, cwd: Path, tmp_path: Path) -> dict:
+    """Run a guide's `bash .../msrun_launcher.sh "..."` line with a stand-in msrun on PATH; what msrun was given."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "msrun").write_text(STANDIN_MSRUN)
+    (bin_dir / "msrun").chmod(0o755)
+    record = tmp_path / "record.json"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "RECORD": str(record), "HOME": str(tmp_path)}
+    proc = subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(record.read_text())
 
 
 def guide_text(source: Path) -> str:
@@ -51,10 +78,9 @@ def guide_text(source: Path) -> str:
 
 def guide_finetune_command(text: str) -> tuple[str, str]:
     """(the `cd` folder, the launcher line) of the guide's 启动微调 (start finetuning) shell block."""
-    block = text.split("启动微调", 1)[1].split("```shell", 1)[1].split("```", 1)[0]
-    lines = textwrap.dedent(block).strip().splitlines()
+    lines = shell_block(text, "启动微调")
     assert lines[0].startswith("cd ")
-    return lines[0].removeprefix("cd ").strip(), " ".join(line.rstrip("\\").strip() for line in lines[1:])
+    return lines[0].removeprefix("cd ").strip(), joined(lines[1:])
 
 
 def guide_basic_config(text: str) -> dict:
@@ -65,17 +91,7 @@ def guide_basic_config(text: str) -> dict:
 
 def recorded_guide_run(source: Path, tmp_path: Path) -> dict:
     workdir, line = guide_finetune_command(guide_text(source))
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "msrun").write_text(STANDIN_MSRUN)
-    (bin_dir / "msrun").chmod(0o755)
-    record = tmp_path / "record.json"
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "RECORD": str(record), "HOME": str(tmp_path)}
-    proc = subprocess.run(
-        ["bash", "-c", line], cwd=source / workdir, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return json.loads(record.read_text())
+    return run_through_launcher(line, source / workdir, tmp_path)
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
@@ -85,17 +101,26 @@ def deep_merge(base: dict, extra: dict) -> dict:
     return out
 
 
+STR2BOOL = {
+    "str2bool": lambda v: v.lower() in ("true", "1"),
+    "str2bool_or_str": lambda v: {"true": True, "false": False}.get(v.lower(), v),
+}
+
+
 def script_parser(script: Path) -> argparse.ArgumentParser:
-    """run_qwen2.py's own `parser.add_argument(...)` calls, read from the file (importing it needs MindSpore)."""
-    types = {"str": str, "int": int, "float": float, "str2bool": lambda v: v.lower() in ("true", "1")}
+    """A trainer script's own `parser.add_argument(...)` calls (run_qwen2.py, run_mindformer.py), read from the file
+    (importing it needs MindSpore)."""
+    types = {"str": str, "int": int, "float": float, **STR2BOOL}
     parser = argparse.ArgumentParser()
     for node in ast.walk(ast.parse(script.read_text())):
         if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument":
             kwargs = {k.arg: k.value for k in node.keywords}
+            extra = {"nargs": ast.literal_eval(kwargs["nargs"])} if "nargs" in kwargs else {}
             parser.add_argument(
                 *[ast.literal_eval(a) for a in node.args],
                 default=ast.literal_eval(kwargs["default"]) if "default" in kwargs else None,
                 type=types[kwargs["type"].id] if "type" in kwargs else None,
+                **extra,
             )
     return parser
 
@@ -263,21 +288,9 @@ COMMIT_1_8 = "1a72d5583747857f6908c8bcfb3f2502f9f2e541"
 def test_the_1_8_guides_command_is_run_mindformer_with_its_register_path(tmp_path):
     """research/qwen2_5/README.md @ r1.8.0: its single-node finetune line, run through that release's launcher (which
     adds --bind_core=True), is the plan's argv; the yaml it names by its short name is the folder's 7B yaml."""
-    with tarfile.open(SOURCES / f"mindformers-{COMMIT_1_8}.tar.gz") as tar:
-        tar.extractall(tmp_path / "src", filter="data")
-    (source,) = (tmp_path / "src").iterdir()
+    source = unpack(COMMIT_1_8, tmp_path / "src")
     text = (source / "research" / "qwen2_5" / "README.md").read_text(encoding="utf-8")
-    block = text.split("启动单机微调", 1)[1].split("```shell", 1)[1].split("```", 1)[0]
-    line = " ".join(part.rstrip("\\").strip() for part in textwrap.dedent(block).strip().splitlines())
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "msrun").write_text(STANDIN_MSRUN)
-    (bin_dir / "msrun").chmod(0o755)
-    record = tmp_path / "record.json"
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "RECORD": str(record), "HOME": str(tmp_path)}
-    proc = subprocess.run(["bash", "-c", line], cwd=source, env=env, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    recorded = json.loads(record.read_text())
+    recorded = run_through_launcher(joined(shell_block(text, "启动单机微调")), source, tmp_path)
 
     guide = guide_for_commit(COMMIT_1_8)
     config = recorded["argv"][recorded["argv"].index("--config") + 1]
@@ -317,9 +330,7 @@ def test_launch_across_two_nodes_gives_msrun_its_multi_node_form(tmp_path):
     the master and this node's rank, as the guide's multi-node example passes them to msrun_launcher.sh."""
     import sys
 
-    with tarfile.open(SOURCES / f"mindformers-{COMMIT_1_8}.tar.gz") as tar:
-        tar.extractall(tmp_path / "src", filter="data")
-    (source,) = (tmp_path / "src").iterdir()
+    source = unpack(COMMIT_1_8, tmp_path / "src")
     env = {**os.environ, "NPUBOX_WORKSPACE": str(tmp_path / "ws"), "PYTHONPATH": str(Path(__file__).parents[2])}
     argv = [sys.executable, "-m", "llm", "launch", "--nnodes", "2", "--node-rank", "1", "--master-addr", "node0"]
     argv += ["pretrain", "--engine", "mindformers", "--model", "qwen25-7b", "--stack", COMMIT_1_8[:8]]
@@ -339,27 +350,6 @@ def test_launch_across_two_nodes_gives_msrun_its_multi_node_form(tmp_path):
 
 
 COMMIT_1_5 = "9fa6e2fb228d8d2dcff48e011ceb6ce685af255d"
-STR2BOOL = {
-    "str2bool": lambda v: v.lower() in ("true", "1"),
-    "str2bool_or_str": lambda v: {"true": True, "false": False}.get(v.lower(), v),
-}
-
-
-def run_mindformer_parser(script: Path) -> argparse.ArgumentParser:
-    """run_mindformer.py's own options (read from the file: importing it needs MindSpore)."""
-    types = {"str": str, "int": int, "float": float, **STR2BOOL}
-    parser = argparse.ArgumentParser()
-    for node in ast.walk(ast.parse(script.read_text())):
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument":
-            kwargs = {k.arg: k.value for k in node.keywords}
-            extra = {"nargs": ast.literal_eval(kwargs["nargs"])} if "nargs" in kwargs else {}
-            parser.add_argument(
-                *[ast.literal_eval(a) for a in node.args],
-                default=ast.literal_eval(kwargs["default"]) if "default" in kwargs else None,
-                type=types[kwargs["type"].id] if "type" in kwargs else None,
-                **extra,
-            )
-    return parser
 
 
 def effective(args: argparse.Namespace, yaml_doc: dict) -> dict:
@@ -380,24 +370,12 @@ def test_the_seed_001_finetune_means_what_the_guide_means(tmp_path):
     line through the pinned launcher (8 workers, msrun's argv recorded) trains, as run_mindformer.py reads its options
     over the yaml, with the same config, checkpoint, auto_trans_ckpt, dataset and run mode as the plan npubox composes
     for the guide's inputs."""
-    with tarfile.open(SOURCES / f"mindformers-{COMMIT_1_5}.tar.gz") as tar:
-        tar.extractall(tmp_path / "src", filter="data")
-    (source,) = (tmp_path / "src").iterdir()
+    source = unpack(COMMIT_1_5, tmp_path / "src")
     text = (source / "research" / "qwen1_5" / "README.md").read_text(encoding="utf-8")
-    block = text.split("单机8卡微调为例", 1)[1].split("```shell", 1)[1].split("```", 1)[0]
-    line = " ".join(part.rstrip("\\").strip() for part in textwrap.dedent(block).strip().splitlines())
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "msrun").write_text(STANDIN_MSRUN)
-    (bin_dir / "msrun").chmod(0o755)
-    record = tmp_path / "record.json"
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "RECORD": str(record), "HOME": str(tmp_path)}
-    proc = subprocess.run(["bash", "-c", line], cwd=source, env=env, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    theirs_argv = json.loads(record.read_text())["argv"]
+    theirs_argv = run_through_launcher(joined(shell_block(text, "单机8卡微调为例")), source, tmp_path)["argv"]
 
     guide = guide_for_commit(COMMIT_1_5)
-    parser = run_mindformer_parser(source / "run_mindformer.py")
+    parser = script_parser(source / "run_mindformer.py")
     theirs = parser.parse_args(theirs_argv[theirs_argv.index("run_mindformer.py") + 1 :])
     config = theirs.config
     assert config == guide.configs["qwen15-7b"]
