@@ -57,7 +57,7 @@ def cpu_image() -> str:
     from llm.env import commands
     from tests.integration import prebuild
 
-    prebuild.wait()
+    prebuild.wait("cpu")
     commands.base_image("cpu")
     return commands.build("cpu", [])
 
@@ -68,7 +68,7 @@ def twin_image() -> str:
     from llm.env import commands
     from tests.integration import prebuild
 
-    prebuild.wait()
+    prebuild.wait(TWIN_ENV, "cpu")
     commands.base_image(TWIN_ENV, twin="cpu")
     return commands.build(TWIN_ENV, [], source_cache=str(SOURCES), twin="cpu")
 
@@ -79,7 +79,7 @@ def mindformers_twin_image() -> str:
     from llm.env import commands
     from tests.integration import prebuild
 
-    prebuild.wait()
+    prebuild.wait(MINDFORMERS_TWIN_ENV, "cpu")
     commands.base_image(MINDFORMERS_TWIN_ENV, twin="cpu")
     return commands.build(MINDFORMERS_TWIN_ENV, [], source_cache=str(SOURCES), twin="cpu")
 
