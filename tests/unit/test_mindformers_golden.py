@@ -280,6 +280,8 @@ def test_dry_run_prints_the_command_the_yaml_changes_and_what_is_missing(source,
     bad = subprocess.run([*argv, "--workers", "2"], env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1
     assert "error: the yaml's data_parallel 2 x model_parallel 4 x pipeline_stage 1 is 8 devices" in bad.stderr
+    none = subprocess.run([*argv, "--workers", "0"], env=env, capture_output=True, text=True, timeout=120)
+    assert none.returncode == 1 and "error: --workers 0: expected 1 to 1024" in none.stderr
 
 
 COMMIT_1_8 = "1a72d5583747857f6908c8bcfb3f2502f9f2e541"

@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 def msrun_options(stack: Stack, ns: argparse.Namespace, launch_ns: argparse.Namespace | None, log_dir: Path):
     opts = replace(launcher_defaults(stack.source_dir), log_dir=str(log_dir), join="True")
     default = 1 if stack.on_cpu else opts.local_worker_num
-    local = ns.workers or (getattr(launch_ns, "nproc", None) if launch_ns is not None else None) or default
+    local = ns.workers if ns.workers is not None else (getattr(launch_ns, "nproc", None) or default)
     if not 1 <= local <= MAX_WORKERS:
         raise NpuboxError(f"--workers {local}: expected 1 to {MAX_WORKERS}")
     opts = replace(opts, worker_num=local, local_worker_num=local)
