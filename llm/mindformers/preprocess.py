@@ -39,18 +39,24 @@ def guide_seq_length(stack, model: str, recipe) -> int:
     return int(get_path(base, "model.model_config.seq_length"))
 
 
-def read_records(path: Path) -> list:
-    """An alpaca file's records: a JSON array, or one JSON object a line."""
+def read_records(path: Path) -> list[dict]:
+    """A file's records: a JSON array, or one JSON object a line (JSON Lines)."""
     text = path.read_text(encoding="utf-8-sig")
-    try:
-        if path.suffix == ".json":
-            data = json.loads(text)
-            if not isinstance(data, list):
-                raise NpuboxError(f"{path}: expected a JSON array of alpaca records (instruction, input, output)")
-            return data
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as e:
-        raise NpuboxError(f"{path}: line {e.lineno}, column {e.colno}: not JSON ({e.msg})") from None
+    if path.suffix == ".json":
+        chunks = [(0, text)]
+    else:
+        chunks = [(n, line) for n, line in enumerate(text.splitlines()) if line.strip()]
+    records = []
+    for offset, chunk in chunks:
+        try:
+            data = json.loads(chunk)
+        except json.JSONDecodeError as e:
+            raise NpuboxError(f"{path}: line {offset + e.lineno}, column {e.colno}: not JSON ({e.msg})") from None
+        records += data if path.suffix == ".json" and isinstance(data, list) else [data]
+    bad = next((i for i, r in enumerate(records) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise NpuboxError(f"{path}: record {bad + 1} is not a JSON object; expected one record (an object) each")
+    return records
 
 
 def main(args: argparse.Namespace) -> int:
