@@ -4,13 +4,16 @@ pinned source trees, the lock, the baked spec, the llm package and the Dockerfil
 --network none` then needs nothing else, and no site setting can reach a layer or a label.
 
     <context>/Dockerfile            containers/Dockerfile + the generated ENV block
-    <context>/wheels/               every locked file (wheels; sdists of pure-Python packages)
-    <context>/site-wheels/          wheels only the site has (Ascend apex), outside the lock
     <context>/cann/                 order.txt + CANN installers (empty without installers)
-    <context>/sources/              manifest.tsv + one archive per pinned source
-    <context>/requirements.lock     the lock as installed (a twin's: without Ascend-only wheels)
-    <context>/build-tools.lock      setuptools and wheel, installed first (they build the sdists)
-    <context>/spec.json  llm/  install-cann.sh  install-sources.sh
+    <context>/spec.json  llm/  requirements.lock  install-cann.sh
+    <context>/deps/                 not sent to `docker build` (.dockerignore): mounted read-only into the
+                                    container that installs it (llm/env/deps_image.py)
+        wheels/                     every locked file (wheels; sdists of pure-Python packages)
+        site-wheels/                wheels only the site has (Ascend apex), outside the lock
+        sources/                    manifest.tsv + one archive per pinned source
+        requirements.lock           the lock as installed (a twin's: without Ascend-only wheels)
+        build-tools.lock            setuptools and wheel, installed first (they build the sdists)
+        install-deps.sh  install-sources.sh
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ CONTAINERS = REPO_ROOT / "containers"
 DOCKERFILE = CONTAINERS / "Dockerfile"
 LLM_DIR = Path(llm.__file__).resolve().parent
 ENV_MARKER = "# npubox: generated ENV lines"  # where the CANN and spec ENV lines go
+DEPS = "deps"  # the context's folder of what llm/env/deps_image.py installs
 BUILD_TOOLS = ("setuptools", "wheel")  # what `pip install --no-build-isolation` builds sdists with
 
 
@@ -176,28 +180,33 @@ def assemble(
     from llm.env.sources import export_source
 
     loaded = plan.loaded
-    for sub in ("wheels", "site-wheels", "cann", "sources"):
-        (ctx / sub).mkdir(parents=True)
+    deps = ctx / DEPS
+    for sub in ("wheels", "site-wheels", "sources"):
+        (deps / sub).mkdir(parents=True)
+    (ctx / "cann").mkdir()
+    (ctx / ".dockerignore").write_text(f"{DEPS}\n")
     for path in files:
-        _place(path, ctx / "wheels" / path.name)
+        _place(path, deps / "wheels" / path.name)
     for path in plan.site_wheels:
-        _place(path, ctx / "site-wheels" / path.name)
+        _place(path, deps / "site-wheels" / path.name)
     for path in plan.installers:
         _place(path, ctx / "cann" / path.name)
     (ctx / "cann" / "order.txt").write_text("".join(f"{p.name}\n" for p in plan.installers))
     rows, unverified = [], []
     allow = plan.build_inputs.allow_unverified_sources
     for src in loaded.spec.sources:
-        archive, verified = export_source(src, plan.build_inputs.source_cache, ctx / "sources", echo, allow)
+        archive, verified = export_source(src, plan.build_inputs.source_cache, deps / "sources", echo, allow)
         if not verified:
             unverified.append(src.name)
         rows.append("\t".join([src.name, src.commit, src.install, src.subdir or "-", src.into or "-", archive.name]))
-    (ctx / "sources" / "manifest.tsv").write_text("".join(f"{r}\n" for r in rows))
-    for script in ("install-cann.sh", "install-sources.sh"):
-        shutil.copy2(CONTAINERS / script, ctx / script)
+    (deps / "sources" / "manifest.tsv").write_text("".join(f"{r}\n" for r in rows))
+    for script in ("install-deps.sh", "install-sources.sh"):
+        shutil.copy2(CONTAINERS / script, deps / script)
+    shutil.copy2(CONTAINERS / "install-cann.sh", ctx / "install-cann.sh")
+    shutil.copyfile(loaded.lock_path, deps / "requirements.lock")
     shutil.copyfile(loaded.lock_path, ctx / "requirements.lock")
     tools = [e for e in loaded.lock if e.name.lower() in BUILD_TOOLS]
-    (ctx / "build-tools.lock").write_text(render_lock(tools, "# installed first: they build the locked sdists"))
+    (deps / "build-tools.lock").write_text(render_lock(tools, "# installed first: they build the locked sdists"))
     (ctx / "spec.json").write_text(json.dumps(baked_spec(loaded), indent=2, sort_keys=True) + "\n")
     shutil.copytree(LLM_DIR, ctx / "llm", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (ctx / "Dockerfile").write_text(render_dockerfile(loaded))

@@ -1,5 +1,6 @@
 """Spec → image: check the build plan, make sure the base exists, assemble the context on the host
-(llm.env.context), then `docker build --network none`.
+(llm.env.context), build the `os` stage, install the lock and the sources on it (llm.env.deps_image), then
+`docker build --network none` of the rest.
 
 For a spec with CANN the build runs twice over the same cached layers: first up to the `cann`
 stage, whose environment is read by sourcing the spec's set_env.sh scripts, then whole, with
@@ -9,7 +10,8 @@ those exports baked into ENV (`docker exec` and testinfra do not read .bashrc).
 from __future__ import annotations
 
 from llm.env.base import resolve_base
-from llm.env.context import BuildContext, assemble, build_folder, fetch_wheels, render_dockerfile
+from llm.env.context import DEPS, BuildContext, assemble, build_folder, fetch_wheels, render_dockerfile
+from llm.env.deps_image import deps_image
 from llm.env.engine import Echo, _stderr_echo, docker
 from llm.env.labels import labels
 from llm.env.plan import BuildInputs, BuildPlan, make_plan  # noqa: F401  (BuildInputs: the public input type)
@@ -17,9 +19,11 @@ from llm.env.site import Site
 from llm.env.spec import LoadedSpec
 
 
-def _build_args(ctx: BuildContext, tag: str, target: str | None = None) -> list[str]:
+def _build_args(ctx: BuildContext, tag: str | None, target: str | None = None) -> list[str]:
     # --force-rm: a failed step leaves no exited container behind (the legacy builder keeps it by default)
-    args = ["build", "--force-rm", "--network", "none", "--tag", tag, "--file", str(ctx.path / "Dockerfile")]
+    args = ["build", "--force-rm", "--network", "none", "--file", str(ctx.path / "Dockerfile")]
+    if tag:
+        args += ["--tag", tag]
     if target:
         args += ["--target", target]
     for key, value in ctx.build_args.items():
@@ -74,6 +78,18 @@ def _build(plan: BuildPlan, tag: str, base_ref: str, ctx: BuildContext, echo: Ec
         )
         cann_env = capture_cann_env(stage, loaded.spec.cann.set_env, echo=echo)
         (ctx.path / "Dockerfile").write_text(render_dockerfile(loaded, cann_env))
+    iidfile = ctx.path / DEPS / "os.iid"  # deps/ is not sent to the daemon
+    docker(
+        [*_build_args(ctx, None, target="os"), "--iidfile", str(iidfile), str(ctx.path)],
+        echo=echo,
+        what=f"building the os stage of {tag}",
+        hint=hint,
+    )
+    os_id = iidfile.read_text().strip()
+    iidfile.unlink()
+    repo = f"npubox-stage/{loaded.name}-deps"
+    installed = deps_image(repo, os_id, ctx.path / DEPS, echo=echo, what=tag, hint=hint)
+    ctx.build_args["DEPS_IMAGE"] = installed
     args = _build_args(ctx, tag)
     image_labels = labels(loaded, base_ref)
     if ctx.unverified_sources:

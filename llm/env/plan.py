@@ -234,7 +234,7 @@ def _stages(plan_loaded: LoadedSpec, cann_mode: str) -> list[str]:
     site = f" + {len(spec.site_wheels)} site wheel(s)" if spec.site_wheels else ""
     stages.append(
         f"deps: the lock ({len(spec.requirements)} pinned requirements and what they need){site}, "
-        "pip --require-hashes, offline"
+        "pip --require-hashes, offline, in a container with the wheels mounted read-only (no wheel enters a layer)"
     )
     if spec.sources:
         stages.append(

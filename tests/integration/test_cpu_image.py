@@ -80,6 +80,36 @@ def test_changing_llm_rebuilds_only_the_last_layers(cpu_image, tmp_path, monkeyp
         subprocess.run(["docker", "rmi", tag], capture_output=True)
 
 
+def test_the_venv_is_stored_once_and_no_wheel_in_a_layer(cpu_image):
+    """The lock is installed in a committed container (llm/env/deps_image.py): one layer holds the venv, and no
+    layer holds it again or holds the wheels it came from."""
+    du = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "du", cpu_image, "-sb", "/opt/venv"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    venv = int(du.stdout.split()[0])
+    history = subprocess.run(
+        ["docker", "history", "--no-trunc", "--format", "{{json .}}", cpu_image], capture_output=True, text=True
+    )
+    layers = [json.loads(line) for line in history.stdout.splitlines()]
+    big = [row["CreatedBy"] for row in layers if _bytes(row["Size"]) > venv / 2]
+    assert len(big) == 1 and "install-deps.sh" in big[0], big
+    assert not any("wheels" in row["CreatedBy"] for row in layers)
+    info = inspect_image(cpu_image)
+    base = inspect_image(info["Config"]["Labels"]["org.opencontainers.image.base.name"])
+    assert info["Size"] - base["Size"] < venv * 1.2  # the image adds the venv once, and little else
+
+
+def _bytes(size: str) -> float:
+    units = {"B": 1, "kB": 1e3, "KB": 1e3, "MB": 1e6, "GB": 1e9}
+    for unit in sorted(units, key=len, reverse=True):
+        if size.endswith(unit):
+            return float(size[: -len(unit)]) * units[unit]
+    return float(size)
+
+
 def _serve_once(server: socket.socket):
     try:
         conn, _ = server.accept()
