@@ -126,7 +126,36 @@ def test_build_step_failing(cpu_image, tmp_path):
         proc = invoke("build-image", "--env", "cpu", env={"NPUBOX_ENVS_DIR": str(envs)})
         line = _one_sentence_error(proc)
         assert "returned a non-zero code" in proc.stdout + proc.stderr  # the engine's own report stays visible
-        assert "building npubox/cpu:" in line and "failed" in line
+        assert "building the os stage of npubox/cpu:" in line and "failed" in line  # the step that failed
         assert "re-run `invoke build-image --env cpu`" in line
     finally:
         subprocess.run(["docker", "rmi", "-f", base], capture_output=True)
+
+
+def test_a_failed_deps_install_leaves_no_container_and_no_image(cpu_image, tmp_path):
+    """The deps are installed in a container of npubox's own (llm/env/deps_image.py): when the install fails, the
+    error names the step, and neither that container nor a half-installed image is left behind."""
+    import pytest
+
+    from llm.env.base import resolve_base
+    from llm.env.deps_image import SCRIPT, deps_image
+    from llm.env.engine import image_exists
+    from llm.env.spec import load_spec
+    from llm.errors import NpuboxError
+
+    deps = tmp_path / "deps"
+    deps.mkdir()
+    (deps / SCRIPT).write_text("echo installing; touch /opt/half-installed; exit 3\n")
+    base = resolve_base(load_spec("cpu"), pull=False)
+    os_id = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", base], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    before = subprocess.run(["docker", "ps", "-aq"], capture_output=True, text=True).stdout.split()
+    repo = "npubox-test/failing-deps"
+    with pytest.raises(NpuboxError) as info:
+        deps_image(repo, os_id, deps, echo=None, what="npubox/probe:1", hint="fix it")
+    assert "installing the lock and the sources of npubox/probe:1 failed (exit 3)" in str(info.value)
+    after = subprocess.run(["docker", "ps", "-aq"], capture_output=True, text=True).stdout.split()
+    assert after == before
+    listed = subprocess.run(["docker", "images", "-q", repo], capture_output=True, text=True).stdout.split()
+    assert listed == [] and not image_exists(repo)
