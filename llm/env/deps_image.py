@@ -17,6 +17,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+from llm.digest import sha256_file
 from llm.env.engine import Echo, docker, docker_binary, image_exists, inspect_image
 from llm.errors import NpuboxError
 
@@ -34,7 +35,7 @@ def deps_key(os_image_id: str, deps: Path) -> str:
         if rel.startswith("wheels/"):
             digest.update(str(path.stat().st_size).encode() + b"\0")
         else:
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+            digest.update(sha256_file(path).encode())
     return digest.hexdigest()
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from llm.env import commands, container
+from llm.env.engine import inspect_image
 from llm.env.twin import make_twin
 
 from .conftest import REPO, TWIN_ENV, invoke
@@ -87,14 +88,7 @@ def test_twin_verifies_itself_sealed(twin_image, workspace):
 
 
 def test_twin_labels_say_what_differs(twin_image):
-    labels = json.loads(
-        subprocess.run(
-            ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", twin_image],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    labels = inspect_image(twin_image)["Config"]["Labels"]
     twin = make_twin(commands.load_spec(ENV))
     assert labels["npubox.twin-of"] == ENV
     assert "torch-npu" in labels["npubox.twin.differences"] and "no CANN" in labels["npubox.twin.differences"]

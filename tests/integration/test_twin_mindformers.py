@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from llm.env import commands, container
+from llm.env.engine import inspect_image
 from llm.env.twin import make_twin
 
 from .conftest import MINDFORMERS_TWIN_ENV, REPO, invoke
@@ -86,14 +87,7 @@ def test_the_twin_passes_testinfra(mindformers_twin_image):
 
 
 def test_labels_name_the_cpu_backend_and_each_shim(mindformers_twin_image):
-    labels = json.loads(
-        subprocess.run(
-            ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", mindformers_twin_image],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    labels = inspect_image(mindformers_twin_image)["Config"]["Labels"]
     differences = labels["npubox.twin.differences"]
     assert "runs its CPU backend" in differences and differences.count("CPU shim: ") == 2
     assert labels["npubox.source.mindformers"] == make_twin(commands.load_spec(ENV)).spec.sources[0].commit

@@ -299,6 +299,7 @@ def run_plan(plan: MindFormersPlan, recipe: Recipe, log_dir: Path, jsonl: Path, 
         proc = subprocess.Popen(plan.argv, cwd=plan.cwd, env=env, stdout=subprocess.DEVNULL)
     seq = int(get_path(plan.composed, f"{MODEL_CONFIG}.seq_length"))
     batch = int(get_path(plan.composed, "runner_config.batch_size"))
+    tokens, flops = seq * batch * workers, flops_per_step(recipe, seq, batch * workers)
     metrics, position = None, 0
     try:
         while True:
@@ -307,7 +308,6 @@ def run_plan(plan: MindFormersPlan, recipe: Recipe, log_dir: Path, jsonl: Path, 
             for step in filter(None, map(parse_line, lines)):
                 if metrics is None:
                     metrics = MetricsLog(str(jsonl), step.total, 0, 1, sys.stderr.isatty())
-                tokens = seq * batch * workers
                 metrics.log(
                     step_metrics(
                         step.iteration,
@@ -316,7 +316,7 @@ def run_plan(plan: MindFormersPlan, recipe: Recipe, log_dir: Path, jsonl: Path, 
                         step.grad_norm,
                         max(step.step_time_s, 1e-3),
                         tokens,
-                        flops_per_step(recipe, seq, batch * workers),
+                        flops,
                         workers,
                         None,
                         step.iteration * batch * workers,
